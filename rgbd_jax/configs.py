@@ -114,6 +114,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.low_frames = 16
   c.dataset.media_frames = 32
   c.dataset.high_frames = 48
+  c.dataset.fast_decode = False      # new: JPEG DCT-domain downscaling (Image.draft): faster, close to but not the original's pixels
+  c.dataset.skip_bad_videos = False  # new: a video with a missing/unreadable/inconsistent frame is skipped with a warning (else an error)
+  # new: the synthetic RGB-D dataset (rgbd_jax.data.synthetic), used when common.dataset == 'Synthetic'
+  c.dataset.synthetic_videos = (2400, 600)   # (train, valid) videos
+  c.dataset.synthetic_frames = (24, 40)      # frames per video, drawn from [min, max]
+  c.dataset.synthetic_frame_size = (80, 60)  # (width, height) of the RGB and depth frames
+  c.dataset.synthetic_seed = 0
   return c
 
 
