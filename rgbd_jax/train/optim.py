@@ -1,0 +1,150 @@
+"""The original's optimisers and learning-rate schedules, in optax.
+
+torch's SGD step, which the original uses (tools/train.py):
+
+    clip_grad_norm_(params, grad_clip)      # g *= min(1, clip / (||g|| + 1e-6)), on .grad
+    d = g + weight_decay * p                # weight decay added to the gradient, every parameter
+    buf = d (first step) | momentum * buf + d
+    p -= lr * buf
+
+so the chain is clip -> add_decayed_weights -> trace (optax's trace starts from
+a zero buffer, which gives buf = d on the first step, as torch) -> -lr.
+The learning rate is a per-step schedule (linear warm-up from 1e-8, then
+cosine to `learning_rate_min`); for `scheduler.name == 'ReduceLR'` the rate
+after warm-up is held by a host-side `ReduceLROnPlateau` and enters the step
+as a scale factor (`lr_scale`), so the jitted step never recompiles.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+WARMUP_START_LR = 1e-8  # the original's warm-up starts at 1e-8
+
+
+class TorchClipState(NamedTuple):
+  pass
+
+
+def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
+  """torch.nn.utils.clip_grad_norm_: scale by min(1, max_norm / (norm + 1e-6))."""
+
+  def init_fn(params):
+    del params
+    return TorchClipState()
+
+  def update_fn(updates, state, params=None):
+    del params
+    norm = optax.tree.norm(updates)
+    coef = jnp.minimum(1.0, max_norm / (norm + 1e-6))
+    updates = jax.tree.map(lambda g: (g * coef).astype(g.dtype), updates)
+    return updates, state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict,
+                           steps_per_epoch: int) -> Callable[[Any], Any]:
+  """Learning rate per optimiser step (count starts at 0).
+
+  Linear warm-up from 1e-8 to `learning_rate` over `warm_up_epochs` epochs,
+  then, for the 'cosin' scheduler, cosine annealing to `learning_rate_min` at
+  the end of `epochs`; for 'ReduceLR' the rate stays at `learning_rate` (and
+  `ReduceLROnPlateau` scales it from outside).
+  """
+  c = config.common
+  name = c.scheduler.name
+  if name not in ('cosin', 'ReduceLR'):
+    raise ValueError(f"common.scheduler.name must be 'cosin' or 'ReduceLR', got {name!r}")
+  if steps_per_epoch < 1:
+    raise ValueError(f'steps_per_epoch must be >= 1, got {steps_per_epoch}')
+  base = float(c.learning_rate)
+  warm = int(c.scheduler.warm_up_epochs) * steps_per_epoch
+  total = max(int(c.epochs) * steps_per_epoch, warm + 1)
+  if name == 'cosin':
+    after = optax.cosine_decay_schedule(
+        init_value=base, decay_steps=total - warm, alpha=float(c.learning_rate_min) / base)
+  else:
+    after = optax.constant_schedule(base)
+  if warm == 0:
+    return after
+  warmup = optax.linear_schedule(WARMUP_START_LR, base, warm)
+  return optax.join_schedules([warmup, after], [warm])
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int
+                   ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
+  """(optax transformation, lr schedule) for config.common.optim.
+
+  The transformation ends with `scale_by_schedule(-lr)`; callers may multiply
+  its updates by a plateau scale (see module docstring).
+  """
+  c = config.common
+  schedule = learning_rate_schedule(config, steps_per_epoch)
+  clip = float(config.model.grad_clip)
+  parts = [clip_by_global_norm_torch(clip)] if clip > 0 else []
+  if c.optim == 'SGD':
+    parts += [optax.add_decayed_weights(float(c.weight_decay)),
+              optax.trace(decay=float(c.momentum), nesterov=False)]
+  elif c.optim == 'Adam':
+    # torch.optim.Adam as the original builds it: no weight decay.
+    parts += [optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8)]
+  elif c.optim == 'AdamW':
+    # torch.optim.AdamW as the original builds it: decoupled weight decay 0.01
+    # (p -= lr * wd * p), which equals adding wd * p to the update before -lr.
+    parts += [optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8),
+              optax.add_decayed_weights(0.01)]
+  else:
+    raise ValueError(f"common.optim must be 'SGD', 'Adam' or 'AdamW', got {c.optim!r}")
+  parts.append(optax.scale_by_schedule(lambda count: -schedule(count)))
+  return optax.chain(*parts), schedule
+
+
+class ReduceLROnPlateau:
+  """torch.optim.lr_scheduler.ReduceLROnPlateau as the original configures it.
+
+  mode 'max' (validation accuracy), factor 0.1, `patience`, threshold 1e-4
+  relative, cooldown 3, min_lr 1e-5, stepped once per epoch after warm-up.
+  The state is a small dict so it goes into checkpoints.
+  """
+
+  def __init__(self, lr: float, patience: int, factor: float = 0.1, threshold: float = 1e-4,
+               cooldown: int = 3, min_lr: float = 1e-5, eps: float = 1e-8):
+    self.factor, self.patience, self.threshold = factor, patience, threshold
+    self.cooldown, self.min_lr, self.eps = cooldown, min_lr, eps
+    self.state = {'lr': float(lr), 'best': -math.inf, 'num_bad_epochs': 0, 'cooldown_counter': 0}
+
+  def step(self, metric: float) -> float:
+    s = self.state
+    if metric > s['best'] * (1.0 + self.threshold):
+      s['best'], s['num_bad_epochs'] = float(metric), 0
+    else:
+      s['num_bad_epochs'] += 1
+    if s['cooldown_counter'] > 0:
+      s['cooldown_counter'] -= 1
+      s['num_bad_epochs'] = 0
+    if s['num_bad_epochs'] > self.patience:
+      new_lr = max(s['lr'] * self.factor, self.min_lr)
+      if s['lr'] - new_lr > self.eps:
+        s['lr'] = new_lr
+      s['cooldown_counter'] = self.cooldown
+      s['num_bad_epochs'] = 0
+    return s['lr']
+
+
+def distill_weight(config: ml_collections.ConfigDict, epoch: int) -> float:
+  """Weight of the distillation loss at `epoch` (0-based), as tools/train.py sets it.
+
+  The original switches it from its initial value 0 to `distill` in the first
+  epoch that is not a warm-up epoch by its own test `epoch < warm_up_epochs - 1`,
+  i.e. from epoch `warm_up_epochs - 1` on.
+  """
+  if epoch < int(config.common.scheduler.warm_up_epochs) - 1:
+    return 0.0
+  return float(config.common.distill)

@@ -1,0 +1,102 @@
+"""The train state and its creation, already sharded over the mesh."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from rgbd_jax import parallel
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training step reads and writes.
+
+  `batch_stats` hold torch-semantics running statistics (the model updates
+  them the original's way); `rng` is a raw uint32 key so Orbax saves it as an
+  ordinary array; each step's randomness is `fold_in(rng, step)`.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def input_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Batch keys the model takes, in call order."""
+  if config.model.Network == 'FusionNet':
+    return ('rgb', 'rgb_heatmap', 'depth', 'depth_heatmap')
+  if config.model.Network == 'I3DWTrans':
+    return ('video', 'heatmap')
+  raise ValueError(f"model.Network must be 'I3DWTrans' or 'FusionNet', got {config.model.Network!r}")
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float64': jnp.float64}[config.model.dtype]
+
+
+def dummy_inputs(config: ml_collections.ConfigDict, batch: int = 1) -> tuple[np.ndarray, ...]:
+  """Zero inputs of the configured shape, for initialisation."""
+  t, s = int(config.model.sample_duration), int(config.model.sample_size)
+  dtype = np.float64 if config.model.dtype == 'float64' else np.float32
+  shapes = {'video': 3, 'heatmap': 1, 'rgb': 3, 'rgb_heatmap': 1, 'depth': 3, 'depth_heatmap': 1}
+  return tuple(np.zeros((batch, t, s, s, shapes[k]), dtype) for k in input_keys(config))
+
+
+def init_variables(model, config: ml_collections.ConfigDict, rng: jax.Array) -> dict[str, Any]:
+  """Fresh {'params', 'batch_stats'} (to be called under jit)."""
+  k_params, k_drop, k_frames = jax.random.split(rng, 3)
+  variables = model.init({'params': k_params, 'dropout': k_drop, 'frames': k_frames},
+                         *dummy_inputs(config), train=False, temp=1.0)
+  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+
+def create_train_state(model, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
+                       mesh: jax.sharding.Mesh, rng: jax.Array,
+                       variables: dict[str, Any] | None = None,
+                       on_variables: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+                       ) -> TrainState:
+  """Builds the state directly with replicated shardings on `mesh`.
+
+  The shapes come from `jax.eval_shape`, so nothing is materialised before
+  `jit(..., out_shardings=...)` places it. `variables` (e.g. converted
+  weights) replace the fresh ones; `on_variables` may edit fresh ones on the
+  host first (partial loading of pretrained weights).
+  """
+  init_rng, state_rng = jax.random.split(rng)
+  replicated = parallel.replicated(mesh)
+
+  if variables is None:
+    fresh = jax.jit(lambda r: init_variables(model, config, r),
+                    out_shardings=replicated)(init_rng)
+    variables = fresh if on_variables is None else on_variables(jax.device_get(fresh))
+
+  def make(variables):
+    params = variables['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get('batch_stats', {}),
+                      opt_state=tx.init(params), rng=state_rng)
+
+  abstract = jax.eval_shape(make, variables)
+  shardings = jax.tree.map(lambda _: replicated, abstract)
+  return jax.jit(make, out_shardings=shardings)(variables)
+
+
+def abstract_state(state: TrainState) -> Any:
+  """ShapeDtypeStructs with shardings, the target for restoring a checkpoint."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+
+
+def num_params(params: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
