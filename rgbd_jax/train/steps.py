@@ -95,7 +95,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], hp: dict[str, Any
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict[str, jax.Array], hp: dict[str, Any], *,
+def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], hp: dict[str, Any], *,
               model, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   """Evaluation-mode forward pass; (sum, count) metrics exact under padding.
 
@@ -103,7 +103,7 @@ def eval_step(state: TrainState, batch: dict[str, jax.Array], hp: dict[str, Any]
   matrix and `--save_output`).
   """
   inputs = [batch[k] for k in input_keys(config)]
-  out = model.apply(state.variables, *inputs, train=False, temp=hp['temp'])
+  out = model.apply(variables, *inputs, train=False, temp=hp['temp'])
   labels, mask = batch['label'], batch['mask']
   weight = mask.astype(jnp.float32)
   sums = {name: jnp.sum((jnp.argmax(logits, -1) == labels) * weight)

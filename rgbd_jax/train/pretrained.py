@@ -1,0 +1,66 @@
+"""Initial weights from earlier runs: `model.pretrained`, `rgb_checkpoint`, `depth_checkpoint`.
+
+A source is a PyTorch checkpoint of the original (`.pth.tar`), a directory
+written by `save_variables` (converted weights), or a training workdir (its
+best checkpoint). Orbax sources are turned into the original's state_dict
+first, so one set of partial-loading rules (the converter's `load_pretrained`,
+which follows the original's `load_pretrained_checkpoint`) serves both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from rgbd_jax.convert import torch_export
+from rgbd_jax.convert import torch_import
+from rgbd_jax.train import checkpoint
+
+
+def read_source(path: str) -> dict[str, np.ndarray]:
+  """The original-layout state_dict of a checkpoint file, variables dir or workdir."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'pretrained checkpoint not found: {path}')
+  if os.path.isdir(path):
+    saved_config, variables = checkpoint.load_variables(path)
+    return dict(torch_export.variables_to_state_dict(variables, saved_config, dtype=np.float64))
+  state_dict, _ = torch_import.read_state_dict(path)
+  return state_dict
+
+
+def _load(path: str, variables: dict[str, Any], what: str, **kwargs) -> dict[str, Any]:
+  loaded, report = torch_import.load_pretrained(read_source(path), variables, **kwargs)
+  logging.info('%s from %s: %s', what, path, report.summary())
+  if not report.loaded:
+    raise ValueError(f'{what}: nothing in {path} fits this network ({report.summary()})')
+  return loaded
+
+
+def initial_variables(config: ml_collections.ConfigDict, fresh: dict[str, Any]) -> dict[str, Any]:
+  """`fresh` variables with the configured pretrained weights loaded into them.
+
+  FusionNet, as the original's CrossFusionNet: each stream from its unimodal
+  checkpoint (classification heads skipped), then `pretrained` over the whole
+  network. Unimodal: `pretrained` with the heads skipped (fine-tuning).
+  """
+  m = config.model
+  variables = fresh
+  if m.Network == 'FusionNet':
+    for prefix, path in (('Modalit_rgb.', m.rgb_checkpoint), ('Modalit_depth.', m.depth_checkpoint)):
+      if path:
+        variables = _load(path, variables, f'{prefix[:-1]} stream', prefix=prefix, skip_heads=True)
+      else:
+        logging.warning('FusionNet: no %s checkpoint given (model.%s); that stream starts at '
+                        'random (the original requires both)', prefix[:-1],
+                        'rgb_checkpoint' if 'rgb' in prefix else 'depth_checkpoint')
+    if m.pretrained:
+      # The original's loader skips only the unimodal heads' names here, so the
+      # fusion classifiers load too when their shapes match.
+      variables = _load(m.pretrained, variables, 'pretrained FusionNet', skip_heads=False)
+  elif m.pretrained:
+    variables = _load(m.pretrained, variables, 'pretrained', skip_heads=True)
+  return variables
