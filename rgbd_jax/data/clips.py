@@ -1,0 +1,110 @@
+"""One sample: frame indices, per-stream clip and heatmap, label.
+
+Frames are decoded once per distinct index (a video shorter than the clip
+repeats indices), transformed frame by frame with Pillow/OpenCV, then
+everything else (gather, normalisation, heatmap) is vectorised over the clip.
+Training randomness comes from a numpy Generator that the caller seeds from
+(seed, epoch, position), so a sample does not depend on worker or process count.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import ml_collections
+import numpy as np
+
+from rgbd_jax.data import dynamic_image
+from rgbd_jax.data import layouts
+from rgbd_jax.data import sampling
+from rgbd_jax.data import sources
+from rgbd_jax.data import splits
+from rgbd_jax.data import transforms
+
+# Output keys per stream: unimodal models see 'video'/'heatmap', the fusion network both pairs.
+UNIMODAL_KEYS = {'rgb': ('video', 'heatmap'), 'depth': ('video', 'heatmap')}
+FUSION_KEYS = {'rgb': ('rgb', 'rgb_heatmap'), 'depth': ('depth', 'depth_heatmap')}
+
+
+class BadVideoError(ValueError):
+  """A video that cannot give a correct clip (missing, unreadable or inconsistent frames)."""
+
+
+def load_stream_u8(config: ml_collections.ConfigDict, source: sources.Source, record: splits.VideoRecord,
+                   indices: np.ndarray, stream: str, params: transforms.ClipParams,
+                   rng: np.random.Generator | None) -> np.ndarray:
+  """(T, S, S, 3) uint8 clip of one stream."""
+  unique, inverse = np.unique(indices, return_inverse=True)
+  draft = tuple(int(v) for v in config.dataset.resize) if config.dataset.fast_decode else None
+  transform = transforms.FrameTransform(config, params, rng)
+  frames, first = [], None
+  for data, where in source.read(record, unique, stream):
+    img = transforms.decode(data, where, draft)
+    if first is None:
+      first = (img.mode, img.size, where)
+    elif (img.mode, img.size) != first[:2]:
+      raise BadVideoError(f'{where}: frame is {img.mode} {img.size}, but {first[2]} is {first[0]} {first[1]}')
+    frames.append(transform(img, where))
+  return np.stack(frames)[inverse]
+
+
+class ClipLoader:
+  """Loads sample `i` of a source for a phase; call with a Generator for training clips."""
+
+  def __init__(self, config: ml_collections.ConfigDict, phase: str, source: sources.Source | None = None):
+    self.config = config
+    self.phase = phase
+    self.source = source if source is not None else sources.make_source(config, phase)
+    self.streams = layouts.streams(config)
+    self.keys = FUSION_KEYS if layouts.is_fusion(config) else UNIMODAL_KEYS
+    self.duration = int(config.model.sample_duration)
+    self.size = int(config.model.sample_size)
+    self.w = int(config.model.w)
+    self.skipped = 0
+
+  def __len__(self) -> int:
+    return len(self.source.records)
+
+  def load_u8(self, i: int, rng: np.random.Generator | None = None) -> dict:
+    """Sample i before normalisation: per stream (T, S, S, 3) uint8 and heatmap, plus indices/label."""
+    record = self.source.records[i]
+    train = rng is not None
+    indices = sampling.sample_indices(record.frames, self.duration, rng)
+    out = {'indices': indices, 'label': record.label, 'index': record.row, 'name': record.name}
+    for stream in self.streams:
+      # Each stream draws its own augmentation, as the original calls its transform twice.
+      params = transforms.clip_params(self.config, train, rng)
+      clip = load_stream_u8(self.config, self.source, record, indices, stream, params, rng)
+      out[stream] = clip
+      out[stream + '_heatmap'] = dynamic_image.heatmap(clip, self.w)
+    return out
+
+  def empty(self, i: int) -> dict:
+    """A masked-out placeholder of the right shapes (padding, or a skipped video)."""
+    t, s = self.duration, self.size
+    out = {'label': np.int32(0), 'mask': np.bool_(False), 'index': np.int32(-1)}
+    for stream in self.streams:
+      clip_key, heat_key = self.keys[stream]
+      out[clip_key] = np.zeros((t, s, s, 3), np.float32)
+      out[heat_key] = np.zeros((t, s, s, 1), np.float32)
+    del i
+    return out
+
+  def __call__(self, i: int, rng: np.random.Generator | None = None) -> dict:
+    """Sample i as the model sees it (NTHWC float32), with 'label', 'mask', 'index'."""
+    try:
+      raw = self.load_u8(i, rng)
+    except (FileNotFoundError, ValueError) as e:
+      if not self.config.dataset.skip_bad_videos:
+        raise
+      self.skipped += 1
+      logging.warning('skipping video %r (%s entry %d): %s [%d skipped so far in this process]',
+                      self.source.records[i].name, self.source.path, self.source.records[i].row, e,
+                      self.skipped)
+      return self.empty(i)
+    out = {'label': np.int32(raw['label']), 'mask': np.bool_(True), 'index': np.int32(raw['index'])}
+    for stream in self.streams:
+      clip_key, heat_key = self.keys[stream]
+      out[clip_key] = transforms.normalise(raw[stream])
+      out[heat_key] = raw[stream + '_heatmap'][..., None]
+    return out

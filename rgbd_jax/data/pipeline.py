@@ -1,0 +1,151 @@
+"""The grain input pipeline: global sample order, per-process slices, workers, prefetch.
+
+The order of samples is a pure function of (seed, epoch, position), fixed
+before any work is split up:
+
+* training: the usable videos, padded with random repeats to a multiple of the
+  global batch (as the original does), permuted afresh each epoch; epochs are
+  concatenated into one infinite stream. The clip at global position g
+  (epoch e = g // L, k = g % L) is drawn with `default_rng([seed, e, k])`.
+* evaluation: one pass in split-file order; the last global batch is padded
+  with masked-out zero samples.
+
+Global batch j holds global positions [j*B, (j+1)*B); process p takes the
+p-th slice of B / process_count of them. Worker processes and prefetch threads
+only change who computes an element, never what it is, and the iterator's
+state (`get_state()` / `set_state()`) resumes mid-epoch exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from absl import flags
+import grain
+import ml_collections
+import numpy as np
+
+from rgbd_jax.data import clips
+from rgbd_jax.data import sources
+
+_PAD_STREAM = 0x7061  # distinguishes the padding draw from the per-epoch permutations
+_INFINITE = 1 << 62
+
+
+def _check_batch(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f'global_batch_size={global_batch_size} must be a positive multiple of '
+                     f'process_count={process_count}')
+  return global_batch_size // process_count
+
+
+def padded_length(num_videos: int, global_batch_size: int) -> int:
+  return math.ceil(num_videos / global_batch_size) * global_batch_size
+
+
+class _Plan:
+  """Global position -> (record number, per-clip generator seed)."""
+
+  def __init__(self, num_videos: int, global_batch_size: int, seed: int, train: bool, shuffle: bool):
+    self.num_videos = num_videos
+    self.seed = int(seed)
+    self.train = train
+    self.shuffle = shuffle
+    if train:
+      extra = padded_length(num_videos, global_batch_size) - num_videos
+      pad = np.random.default_rng([self.seed, _PAD_STREAM]).integers(0, num_videos, extra)
+      self.order = np.concatenate([np.arange(num_videos), pad])
+    else:
+      self.order = np.arange(num_videos)
+    self.epoch_length = len(self.order)
+
+  @functools.lru_cache(maxsize=4)
+  def _epoch_order(self, epoch: int) -> np.ndarray:
+    if not self.shuffle:
+      return self.order
+    return self.order[np.random.default_rng([self.seed, epoch]).permutation(self.epoch_length)]
+
+  def __call__(self, g: int) -> tuple[int | None, np.random.Generator | None]:
+    epoch, k = divmod(g, self.epoch_length)
+    if not self.train and epoch > 0:
+      return None, None  # padding of the last evaluation batch
+    record = int(self._epoch_order(epoch)[k])
+    rng = np.random.default_rng([self.seed, epoch, k]) if self.train else None
+    return record, rng
+
+
+class _Element:
+  """Local position (in this process's stream) -> one sample dict."""
+
+  def __init__(self, loader: clips.ClipLoader, plan: _Plan, local_batch: int, global_batch: int,
+               process_index: int):
+    self.loader, self.plan = loader, plan
+    self.local_batch, self.global_batch, self.process_index = local_batch, global_batch, process_index
+
+  def global_position(self, i: int) -> int:
+    step, j = divmod(int(i), self.local_batch)
+    return step * self.global_batch + self.process_index * self.local_batch + j
+
+  def __call__(self, i: int) -> dict:
+    record, rng = self.plan(self.global_position(i))
+    if record is None:
+      return self.loader.empty(i)
+    return self.loader(record, rng)
+
+
+def _num_videos(config: ml_collections.ConfigDict, phase: str) -> int:
+  return len(sources.make_source(config, phase).records)
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict, phase: str, global_batch_size: int) -> int:
+  """Global batches per epoch (training: the padded list; evaluation: the last batch partly padded)."""
+  if global_batch_size <= 0:
+    raise ValueError(f'global_batch_size must be positive, got {global_batch_size}')
+  return math.ceil(_num_videos(config, phase) / global_batch_size)
+
+
+def make_dataset(config: ml_collections.ConfigDict, phase: str, *, global_batch_size: int,
+                 seed: int | None = None, process_index: int | None = None,
+                 process_count: int | None = None, shuffle: bool | None = None) -> grain.IterDataset:
+  """The grain IterDataset behind `make_loader` (batches of this process's slice)."""
+  if process_index is None or process_count is None:
+    import jax  # only to learn this process's place; nothing is put on devices here
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} out of range for process_count={process_count}')
+  seed = config.common.seed if seed is None else seed
+  train = phase == 'train'
+  shuffle = train if shuffle is None else shuffle
+  local_batch = _check_batch(global_batch_size, process_count)
+
+  loader = clips.ClipLoader(config, phase)
+  plan = _Plan(len(loader), global_batch_size, seed, train, shuffle)
+  steps = _INFINITE // local_batch if train else math.ceil(len(loader) / global_batch_size)
+  element = _Element(loader, plan, local_batch, global_batch_size, process_index)
+
+  ds = grain.MapDataset.range(steps * local_batch).map(element).batch(local_batch)
+  prefetch = max(int(config.common.prefetch), 1)
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch))
+  if config.common.num_workers > 0:
+    # grain's worker start-up reads absl flags; a library caller (tests, notebooks) may not have parsed any.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(config.common.num_workers),
+                                                     per_worker_buffer_size=prefetch))
+  return ds
+
+
+def make_loader(config: ml_collections.ConfigDict, phase: str, *, global_batch_size: int,
+                seed: int | None = None, process_index: int | None = None,
+                process_count: int | None = None, shuffle: bool | None = None) -> grain.DatasetIterator:
+  """An iterator of batches (dicts of numpy arrays) for this process; see the module docstring.
+
+  Keys: 'video' (b, T, S, S, 3) float32 = (u8 - 127.5) / 128, 'heatmap' (b, T, S, S, 1) float32,
+  'label' (b,) int32, 'mask' (b,) bool, 'index' (b,) int32 (entry row in the split file, -1 for
+  padding); the fusion network gets 'rgb', 'rgb_heatmap', 'depth', 'depth_heatmap' instead.
+  Defaults: seed = config.common.seed, this JAX process, shuffle = (phase == 'train').
+  """
+  return iter(make_dataset(config, phase, global_batch_size=global_batch_size, seed=seed,
+                           process_index=process_index, process_count=process_count, shuffle=shuffle))

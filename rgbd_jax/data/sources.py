@@ -1,0 +1,104 @@
+"""Where a video's encoded frames come from: the original folders, or a TFDS build.
+
+Both hand out the same thing, the frame files' bytes, so the pixels that come
+out of decoding are the same whichever source is used.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol, Sequence
+
+import ml_collections
+
+from rgbd_jax.data import layouts
+from rgbd_jax.data import splits
+
+
+class Source(Protocol):
+  records: list[splits.VideoRecord]   # usable videos (> 16 frames), split-file order
+  path: str                           # what to name in messages
+
+  def read(self, record: splits.VideoRecord, indices: Sequence[int],
+           stream: str) -> list[tuple[bytes, str]]:
+    """(encoded bytes, where) of frames `indices` (0-based) of one stream."""
+
+
+class FolderSource:
+  """Frames as files in the dataset's original folder layout."""
+
+  def __init__(self, config: ml_collections.ConfigDict, phase: str):
+    self.path = splits.split_file(config, phase)
+    self.records = splits.usable(splits.read_split(self.path), self.path)
+    self.layout = layouts.layout(config)
+    if not config.common.data:
+      raise ValueError('config.common.data is empty: set it to the dataset root')
+
+  def read(self, record, indices, stream):
+    out = []
+    for i in indices:
+      file = layouts.frame_path(self.layout, record.name, int(i), stream)
+      try:
+        with open(file, 'rb') as f:
+          out.append((f.read(), file))
+      except FileNotFoundError:
+        raise FileNotFoundError(
+            f'frame {int(i)} of video {record.name!r} ({self.path} entry {record.row}, '
+            f'{record.frames} frames) not found: {file}') from None
+      except OSError as e:
+        raise ValueError(f'{file}: cannot read the frame ({e})') from None
+    return out
+
+
+class TfdsSource:
+  """Frames from `scripts/prepare_tfds.py`'s array_record build (the frames' original bytes)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, phase: str):
+    from rgbd_jax.data import tfds_builder  # tensorflow_datasets is imported only when used
+    self.path, self._builder_dir = tfds_builder.build_dir(config), None
+    self._entries = tfds_builder.read_entries(self.path, phase)
+    self.records = splits.usable([e for e, _ in self._entries], f'{self.path} split {phase!r}')
+    self._position = {e.row: pos for e, pos in self._entries}
+    self._phase = phase
+    self._streams = layouts.streams(config)
+    self._source = None  # opened lazily: once per worker process
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state['_source'] = None
+    return state
+
+  def read(self, record, indices, stream):
+    if self._source is None:
+      from rgbd_jax.data import tfds_builder
+      self._source = tfds_builder.open_split(self.path, self._phase)
+    example = self._source[self._position[record.row]]
+    name = example['name'].decode() if isinstance(example['name'], bytes) else str(example['name'])
+    if name != record.name:
+      raise ValueError(f'{self.path}: record {self._position[record.row]} holds {name!r}, expected {record.name!r}')
+    frames = example[tfds_builder_key(stream)]
+    where = f'{self.path}:{self._phase}/{record.name}'
+    out = []
+    for i in indices:
+      if not 0 <= int(i) < len(frames):
+        raise ValueError(f'{where}: frame {int(i)} requested, the build holds {len(frames)}')
+      out.append((frames[int(i)], f'{where}#{int(i)}'))
+    return out
+
+
+def tfds_builder_key(stream: str) -> str:
+  return f'{stream}_frames'
+
+
+def make_source(config: ml_collections.ConfigDict, phase: str) -> Source:
+  if config.common.source == 'folder':
+    return FolderSource(config, phase)
+  if config.common.source == 'tfds':
+    if not config.common.tfds_data_dir:
+      raise ValueError("common.source='tfds' needs common.tfds_data_dir (the --data-dir of prepare_tfds.py)")
+    return TfdsSource(config, phase)
+  raise ValueError(f"common.source must be 'folder' or 'tfds', got {config.common.source!r}")
+
+
+def describe(source: Source) -> str:
+  return f'{type(source).__name__}({os.fspath(source.path)}, {len(source.records)} videos)'
