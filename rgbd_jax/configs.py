@@ -101,6 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.rcm_dropout = 0.4
   c.model.fusion_dropout = 0.4       # after the 1x1 interaction stacks
   c.model.bce_dropout = 0.5          # before the modality discriminator `fc`
+  c.model.frame_sampling = 'random'  # new: DTN frame choice in training: 'random' (original) or 'centre' (parity)
 
   # --------------------------------------------------------------- dataset
   c.dataset = ml_collections.ConfigDict()

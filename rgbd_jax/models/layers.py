@@ -1,0 +1,299 @@
+"""Building blocks of the networks: Unit3D, same-padded pools, inception blocks.
+
+Everything runs channels-last. The spatial stem has temporal kernel 1 everywhere,
+so its convolutions run as 2-D convolutions over all B*T frames (NHWC); only the
+3x3x3 max pool of a spatial inception block looks at neighbouring frames.
+
+Parity notes (the original is TF-"SAME" I3D code on top of PyTorch):
+* padding is computed from the input size at call time (`same_padding`);
+* pools pad with ZEROS before the max (not -inf), so a border value is
+  max(window, 0) whenever the window touches the padding;
+* BatchNorm follows torch: normalise with the biased batch variance, update the
+  running variance with the unbiased one, running = (1 - m) * running + m * batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+Dtype = Any
+
+# torch's default init of Conv/Linear weights (kaiming_uniform with a=sqrt(5)) is
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)), i.e. variance scaling 1/3, uniform.
+torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+# Unit3D's BatchNorm3d(eps=1e-3, momentum=0.01); the 2-D BatchNorms of the fusion
+# network use torch's defaults (eps=1e-5, momentum=0.1).
+UNIT3D_BN_EPS = 1e-3
+UNIT3D_BN_MOMENTUM = 0.01
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+  """TF-"SAME" padding of one dimension, exactly as the original computes it."""
+  if size % stride == 0:
+    total = max(kernel - stride, 0)
+  else:
+    total = max(kernel - size % stride, 0)
+  return total // 2, total - total // 2
+
+
+def max_pool_same(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> jax.Array:
+  """Zero-padded TF-SAME max pool over the axes just before the channel axis.
+
+  `window`/`strides` cover the trailing spatial axes of x (..., *spatial, C).
+  The padding value is 0, as the original's `F.pad` before `nn.MaxPool3d`.
+  """
+  nsp = len(window)
+  spatial = x.shape[-1 - nsp:-1]
+  pads = [(0, 0)] * (x.ndim - 1 - nsp)
+  pads += [same_padding(s, k, st) for s, k, st in zip(spatial, window, strides)]
+  pads += [(0, 0)]
+  if any(p != (0, 0) for p in pads):
+    x = jnp.pad(x, pads)
+  full_window = (1,) * (x.ndim - 1 - nsp) + tuple(window) + (1,)
+  full_strides = (1,) * (x.ndim - 1 - nsp) + tuple(strides) + (1,)
+  return lax.reduce_window(x, -jnp.inf, lax.max, full_window, full_strides, 'VALID')
+
+
+def temporal_max3(x: jax.Array, axis: int) -> jax.Array:
+  """Max over a window of 3 along `axis`, stride 1, zero padding (1, 1).
+
+  Three shifted maxima instead of a windowed reduction: it is what a 3-tap
+  stride-1 pool is, and XLA fuses it into one pass.
+  """
+  zeros = jnp.zeros_like(lax.slice_in_dim(x, 0, 1, axis=axis))
+  prev = jnp.concatenate([zeros, lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)], axis=axis)
+  nxt = jnp.concatenate([lax.slice_in_dim(x, 1, x.shape[axis], axis=axis), zeros], axis=axis)
+  return jnp.maximum(jnp.maximum(prev, x), nxt)
+
+
+def max_pool_3x3x3(x: jax.Array) -> jax.Array:
+  """The spatial inception's 3x3x3 stride-1 zero-padded max pool on (B, T, H, W, C).
+
+  A 3x3 pool per frame then a 3-frame max: the max over a zero-padded 3-D
+  window equals the max over frames of each frame's zero-padded 3x3 max, and a
+  padding frame (all zeros) contributes 0, exactly as the zero-padded original.
+  """
+  b, t, h, w, c = x.shape
+  per_frame = max_pool_same(x.reshape(b * t, h, w, c), (3, 3), (1, 1)).reshape(b, t, h, w, c)
+  return temporal_max3(per_frame, axis=1)
+
+
+def _space_to_depth_conv(x: jax.Array, kernel: jax.Array, pads: Sequence[tuple[int, int]]) -> jax.Array:
+  """A stride-2 conv as a stride-1 conv on 2x2 space-to-depth blocks.
+
+  XLA's CPU convolution is slow for few input channels with stride 2 (the 7x7
+  stem conv on RGB); regrouping 2x2 pixels into channels gives a dense
+  stride-1 conv with 4x the channels and a (k+1)//2 kernel that runs ~3x faster.
+  Same products, so the same result up to summation order.
+  """
+  n, h, w, c = x.shape
+  kh, kw, _, o = kernel.shape
+  (pt, pb), (pl, pr) = pads
+  # Pad so the padded size is even and covers the rounded-up kernel.
+  hp, wp = h + pt + pb, w + pl + pr
+  eh, ew = (kh + 1) // 2 * 2, (kw + 1) // 2 * 2
+  oh, ow = (hp - kh) // 2 + 1, (wp - kw) // 2 + 1
+  need_h, need_w = 2 * (oh - 1) + eh, 2 * (ow - 1) + ew
+  x = jnp.pad(x, ((0, 0), (pt, need_h - h - pt), (pl, need_w - w - pl), (0, 0)))
+  x = x.reshape(n, need_h // 2, 2, need_w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(n, need_h // 2, need_w // 2, 4 * c)
+  k = jnp.pad(kernel, ((0, eh - kh), (0, ew - kw), (0, 0), (0, 0)))
+  k = k.reshape(eh // 2, 2, ew // 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(eh // 2, ew // 2, 4 * c, o)
+  return lax.conv_general_dilated(x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def conv_same(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  """Convolution with TF-SAME padding; the kernel's rank picks the kind.
+
+  kernel (in, out): 1x1 conv (a matmul over the channel axis of any x);
+  kernel (kh, kw, in, out): 2-D conv over frames x (N, H, W, C);
+  kernel (kt, in, out): 1-D conv over tokens x (B, n, C).
+  """
+  if kernel.ndim == 2:
+    if stride != 1:
+      raise ValueError('a 1x1 unit with stride is not used by the network')
+    return jnp.einsum('...c,cd->...d', x, kernel)
+  if kernel.ndim == 4:
+    kh, kw = kernel.shape[:2]
+    pads = [same_padding(x.shape[1], kh, stride), same_padding(x.shape[2], kw, stride)]
+    if stride == 2 and x.shape[-1] <= 4 and kh > 2:
+      return _space_to_depth_conv(x, kernel, pads)
+    return lax.conv_general_dilated(x, kernel, (stride, stride), pads,
+                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  if kernel.ndim == 3:
+    pads = [same_padding(x.shape[1], kernel.shape[0], stride)]
+    return lax.conv_general_dilated(x, kernel, (stride,), pads, dimension_numbers=('NWC', 'WIO', 'NWC'))
+  raise ValueError(f'unsupported kernel rank {kernel.ndim}')
+
+
+def batch_moments(y: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-channel mean and biased variance over every axis but the last (two-pass, in >= float32)."""
+  y = y.astype(jnp.promote_types(y.dtype, jnp.float32))
+  axes = tuple(range(y.ndim - 1))
+  mean = jnp.mean(y, axis=axes)
+  var = jnp.mean(jnp.square(y - mean), axis=axes)
+  return mean, var
+
+
+class TorchBatchNorm(nn.Module):
+  """BatchNorm with torch's semantics; variables scale/bias and batch_stats mean/var.
+
+  Call it on an activation, or let a parent that fused several convolutions
+  ask for the affine map (`eval_affine`/`train_affine`) and apply it itself.
+  """
+  features: int
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.scale = self.param('scale', nn.initializers.ones, (self.features,), self.param_dtype)
+    self.bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+    self.ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (self.features,), self.param_dtype)
+    self.ra_var = self.variable('batch_stats', 'var', jnp.ones, (self.features,), self.param_dtype)
+
+  def eval_affine(self) -> tuple[jax.Array, jax.Array]:
+    """(multiplier, shift) that normalise with the running statistics."""
+    mult = self.scale * lax.rsqrt(self.ra_var.value + self.epsilon)
+    return mult, self.bias - self.ra_mean.value * mult
+
+  def train_affine(self, mean: jax.Array, var: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
+    """(multiplier, shift) from batch statistics; updates the running statistics."""
+    if not self.is_initializing():
+      m = self.momentum
+      unbiased = var * (count / max(count - 1, 1))
+      dt = self.ra_mean.value.dtype
+      self.ra_mean.value = (1 - m) * self.ra_mean.value + m * lax.stop_gradient(mean).astype(dt)
+      self.ra_var.value = (1 - m) * self.ra_var.value + m * lax.stop_gradient(unbiased).astype(dt)
+    mult = self.scale.astype(var.dtype) * lax.rsqrt(var + self.epsilon)
+    return mult, self.bias.astype(var.dtype) - mean * mult
+
+  def __call__(self, y: jax.Array, train: bool) -> jax.Array:
+    if train:
+      mean, var = batch_moments(y)
+      mult, shift = self.train_affine(mean, var, y.size // y.shape[-1])
+    else:
+      mult, shift = self.eval_affine()
+    return (y * mult.astype(y.dtype) + shift.astype(y.dtype))
+
+
+class ConvKernel(nn.Module):
+  """Holds one convolution kernel, named `kernel` (the torch `conv3d.weight`).
+
+  `shape` is the kernel's spatial part as we hold it: () for 1x1x1, (kh, kw)
+  for 1 x kh x kw, (kt,) for kt x 1 x 1; the size-1 torch dims are dropped.
+  """
+  features: int
+  shape: tuple[int, ...] = ()
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_features: int) -> jax.Array:
+    return self.param('kernel', torch_default_init, (*self.shape, in_features, self.features),
+                      self.param_dtype)
+
+
+class Unit3D(nn.Module):
+  """Conv (no bias) + BatchNorm3d(eps 1e-3, momentum 0.01) + ReLU, TF-SAME padding."""
+  features: int
+  kernel_shape: tuple[int, ...] = ()
+  stride: int = 1
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.conv3d = ConvKernel(self.features, self.kernel_shape, self.param_dtype)
+    self.bn = TorchBatchNorm(self.features, UNIT3D_BN_MOMENTUM, UNIT3D_BN_EPS, self.param_dtype)
+
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    return fused_units([self], x, train, self.dtype, self.stride)[0]
+
+
+def fused_units(units: Sequence[Unit3D], x: jax.Array, train: bool, dtype: Dtype,
+                stride: int = 1) -> list[jax.Array]:
+  """Runs Unit3Ds that read the same input as ONE convolution, then splits.
+
+  The kernels are concatenated at call time (the variable tree keeps the
+  original's separate tensors). At evaluation the BatchNorm is folded into
+  the kernel; in training the batch statistics are per channel, so computing
+  them on the concatenated output is the same as per unit.
+  """
+  x = x.astype(dtype)
+  kernels = [u.conv3d(x.shape[-1]) for u in units]
+  kernel = jnp.concatenate(kernels, axis=-1) if len(kernels) > 1 else kernels[0]
+  if train:
+    y = conv_same(x, kernel.astype(dtype), stride)
+    mean, var = batch_moments(y)
+    count = y.size // y.shape[-1]
+    affines, start = [], 0
+    for u in units:
+      sl = slice(start, start + u.features)
+      affines.append(u.bn.train_affine(mean[sl], var[sl], count))
+      start += u.features
+    mult = jnp.concatenate([a[0] for a in affines])
+    shift = jnp.concatenate([a[1] for a in affines])
+    y = y * mult.astype(dtype) + shift.astype(dtype)
+  else:
+    affines = [u.bn.eval_affine() for u in units]
+    mult = jnp.concatenate([a[0] for a in affines])
+    shift = jnp.concatenate([a[1] for a in affines])
+    y = conv_same(x, (kernel * mult).astype(dtype), stride) + shift.astype(dtype)
+  y = nn.relu(y)
+  if len(units) == 1:
+    return [y]
+  splits, acc = [], 0
+  for u in units[:-1]:
+    acc += u.features
+    splits.append(acc)
+  return jnp.split(y, splits, axis=-1)
+
+
+def inception_widths(widths: Sequence[int]) -> int:
+  """Output channels of an inception block [b0, b1a, b1b, b2a, b2b, b3b]."""
+  return widths[0] + widths[2] + widths[4] + widths[5]
+
+
+class SpatialInception(nn.Module):
+  """Spatial inception block on (B, T, H, W, C): 1x1 | 1x1-3x3 | 1x1-3x3 | pool3x3x3-1x1."""
+  widths: tuple[int, ...]  # [b0, b1a, b1b, b2a, b2b, b3b] as the original lists them
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    c = self.widths
+    unit = lambda f, k, name: Unit3D(f, k, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    b0, b1a, b1b = unit(c[0], (), 'b0'), unit(c[1], (), 'b1a'), unit(c[2], (3, 3), 'b1b')
+    b2a, b2b, b3b = unit(c[3], (), 'b2a'), unit(c[4], (3, 3), 'b2b'), unit(c[5], (), 'b3b')
+    b, t, h, w, _ = x.shape
+    frames = x.reshape(b * t, h, w, x.shape[-1])
+    y0, y1, y2 = fused_units([b0, b1a, b2a], frames, train, self.dtype)
+    y1 = b1b(y1, train)
+    y2 = b2b(y2, train)
+    y3 = b3b(max_pool_3x3x3(x.astype(self.dtype)).reshape(frames.shape), train)
+    return jnp.concatenate([y0, y1, y2, y3], axis=-1).reshape(b, t, h, w, -1)
+
+
+class TemporalInception(nn.Module):
+  """Temporal inception block on tokens (B, n, C): kernels 3x1x1 over time."""
+  widths: tuple[int, ...]
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    c = self.widths
+    unit = lambda f, k, name: Unit3D(f, k, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    b0, b1a, b1b = unit(c[0], (), 'b0'), unit(c[1], (), 'b1a'), unit(c[2], (3,), 'b1b')
+    b2a, b2b, b3b = unit(c[3], (), 'b2a'), unit(c[4], (3,), 'b2b'), unit(c[5], (), 'b3b')
+    y0, y1, y2 = fused_units([b0, b1a, b2a], x, train, self.dtype)
+    y1 = b1b(y1, train)
+    y2 = b2b(y2, train)
+    y3 = b3b(temporal_max3(x.astype(self.dtype), axis=1), train)
+    return jnp.concatenate([y0, y1, y2, y3], axis=-1)
