@@ -1,0 +1,193 @@
+r"""Runs the port on an original checkpoint and an input batch, for comparison with the original.
+
+    python scripts/crosscheck.py --checkpoint model_best.pth.tar --inputs in.npz --out out.npz \
+        --config configs/ntu.py [--epoch 99] [--x64] [--compare ref.npz]
+
+Inputs and outputs are `.npz` files in the original's NCTHW layout so the same
+batch can be dumped from, and compared with, the PyTorch code:
+
+* unimodal: `video` (B, 3, T, H, W) and `heatmap` (B, 1, T, H, W);
+* FusionNet: `rgb`, `rgb_heatmap`, `depth`, `depth_heatmap` and `target` (B,).
+
+What is computed is picked by a mode from `MODES` ('forward': evaluation-mode
+outputs and, for the fusion network, its losses). A mode is a function
+`(model, variables, inputs, *, config, epoch, **options) -> {name: array}`
+with NTHWC jax inputs; adding one needs nothing else here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from rgbd_jax.convert import torch_import
+from rgbd_jax.train import losses as losses_lib
+
+UNIMODAL_INPUTS = {'video': 3, 'heatmap': 1}  # name -> channels
+FUSION_INPUTS = {'rgb': 3, 'rgb_heatmap': 1, 'depth': 3, 'depth_heatmap': 1}
+# Outputs compared at the float32 tolerance (the rest are debugging intermediates).
+HEADLINE = ('logits', 'xs', 'xm', 'xl', 'fusion_logits', 'logits_rgb', 'logits_depth')
+TOLERANCE_X64 = 1e-6
+TOLERANCE_F32 = 1e-3
+
+
+def _is_headline(name: str) -> bool:
+  return name in HEADLINE or name.endswith('_loss')
+
+
+def read_inputs(path: str, config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """The model inputs of an `.npz` (NCTHW), checked; errors name the file and key."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'inputs file not found: {path}')
+  with np.load(path) as z:
+    data = {k: z[k] for k in z.files}
+  fusion = config.model.Network == 'FusionNet'
+  spec = FUSION_INPUTS if fusion else UNIMODAL_INPUTS
+  missing = [k for k in spec if k not in data] + (['target'] if fusion and 'target' not in data else [])
+  if missing:
+    raise ValueError(f'{path}: missing input key(s) {missing} for {config.model.Network} '
+                     f'(expected {sorted(spec) + (["target"] if fusion else [])}, found {sorted(data)})')
+  out = {}
+  batch = None
+  t = config.model.sample_duration
+  for name, channels in spec.items():
+    x = data[name]
+    if x.ndim != 5 or x.shape[1] != channels or x.shape[2] != t:
+      raise ValueError(f'{path}: {name} must be (B, {channels}, T={t}, H, W) (NCTHW), got {x.shape}')
+    if batch is None:
+      batch, size = x.shape[0], x.shape[3:]
+    if x.shape[0] != batch or x.shape[3:] != size:
+      raise ValueError(f'{path}: {name} has shape {x.shape}, inconsistent with batch {batch} '
+                       f'and size {size} of the other inputs')
+    out[name] = x
+  if 'target' in data:
+    target = data['target']
+    if target.shape != (batch,) or not np.issubdtype(target.dtype, np.integer):
+      raise ValueError(f'{path}: target must be ({batch},) integers, got {target.shape} {target.dtype}')
+    out['target'] = target
+  return out
+
+
+def to_model_inputs(inputs: Mapping[str, np.ndarray], dtype: Any) -> dict[str, jax.Array]:
+  """NCTHW numpy -> NTHWC jax arrays of `dtype` (labels stay integers)."""
+  out = {}
+  for k, v in inputs.items():
+    if v.ndim == 5:
+      out[k] = jnp.asarray(np.transpose(v, (0, 2, 3, 4, 1)).astype(dtype))
+    else:
+      out[k] = jnp.asarray(v.astype(np.int32))
+  return out
+
+
+def forward(model, variables, inputs: Mapping[str, jax.Array], *, config: ml_collections.ConfigDict,
+            epoch: int) -> dict[str, jax.Array]:
+  """Evaluation-mode outputs; for FusionNet also ce/bce/mse/distillation losses (needs `target`)."""
+  from rgbd_jax.models.build import sharpness_temperature  # pylint: disable=g-import-not-at-top
+  temp = sharpness_temperature(config, epoch)
+  if config.model.Network != 'FusionNet':
+    apply = jax.jit(lambda v, video, heat, temp: model.apply(v, video, heat, train=False, temp=temp))
+    return dict(apply(variables, inputs['video'], inputs['heatmap'], temp))
+  eps = float(config.common.label_smoothing)
+
+  def run(v, rgb, rgb_heat, depth, depth_heat, target, temp):
+    out = dict(model.apply(v, rgb, rgb_heat, depth, depth_heat, train=False, temp=temp))
+    terms = losses_lib.fusion_losses(out, target, eps=eps, distill_weight=1.0,
+                                     mse_weight=float(config.common.mse_weight))
+    out.update({f'{k}_loss': terms[k] for k in ('ce', 'bce', 'mse', 'distillation')})
+    return out
+  return dict(jax.jit(run)(variables, inputs['rgb'], inputs['rgb_heatmap'], inputs['depth'],
+                           inputs['depth_heatmap'], inputs['target'], temp))
+
+
+# name -> mode function. The training helper registers 'train_step' here.
+MODES: dict[str, Callable[..., dict[str, jax.Array]]] = {'forward': forward}
+
+
+def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
+  """||ours - ref|| / ||ref|| (the absolute error where ref is all zeros)."""
+  ours = np.asarray(ours, np.float64)
+  ref = np.asarray(ref, np.float64)
+  if ours.shape != ref.shape:
+    return float('inf')
+  norm = np.linalg.norm(ref)
+  diff = np.linalg.norm(ours - ref)
+  return float(diff / norm) if norm > 0 else float(diff)
+
+
+def compare(ours: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], x64: bool
+            ) -> tuple[dict[str, float], list[str]]:
+  """(relative error per common key, keys beyond tolerance).
+
+  `ref` keys may carry the golden fixtures' 'expected/' prefix. Tolerance:
+  1e-6 on every key in float64; 1e-3 on logits and losses in float32.
+  """
+  ref = {k[len('expected/'):] if k.startswith('expected/') else k: v for k, v in ref.items()}
+  errors, failed = {}, []
+  for k in sorted(set(ours) & set(ref)):
+    errors[k] = relative_error(ours[k], ref[k])
+    if x64 and errors[k] > TOLERANCE_X64:
+      failed.append(k)
+    elif not x64 and _is_headline(k) and errors[k] > TOLERANCE_F32:
+      failed.append(k)
+  return errors, failed
+
+
+def prepare(checkpoint: str, config: ml_collections.ConfigDict, x64: bool):
+  """(config, model, variables) for a checkpoint; call inside `precision(x64)`."""
+  from rgbd_jax.models.build import build_model  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  if x64:
+    config.model.dtype = 'float64'
+  config, variables = torch_import.load_torch_checkpoint(checkpoint, config)
+  return config, build_model(config), variables
+
+
+def precision(x64: bool):
+  """Context in which float64 (`x64`) or the default precision is used."""
+  return jax.enable_x64(True) if x64 else contextlib.nullcontext()
+
+
+def run_mode(mode: str, config, model, variables, inputs: Mapping[str, np.ndarray], *, epoch: int,
+             x64: bool, **options) -> dict[str, np.ndarray]:
+  """Runs a mode on NCTHW numpy inputs; numpy outputs."""
+  if mode not in MODES:
+    raise ValueError(f'unknown mode {mode!r}; known: {sorted(MODES)}')
+  dtype = np.float64 if x64 else np.float32
+  out = MODES[mode](model, variables, to_model_inputs(inputs, dtype), config=config, epoch=epoch,
+                    **options)
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def main(config: ml_collections.ConfigDict, checkpoint: str, inputs_path: str, out_path: str, *,
+         epoch: int = 0, x64: bool = False, compare_path: str = '', mode: str = 'forward',
+         **options) -> int:
+  """The crosscheck command; returns the process exit code (1: beyond tolerance)."""
+  with precision(x64):
+    config, model, variables = prepare(checkpoint, config, x64)
+    inputs = read_inputs(inputs_path, config)
+    out = run_mode(mode, config, model, variables, inputs, epoch=epoch, x64=x64, **options)
+  np.savez(out_path, **out)
+  logging.info('wrote %d outputs to %s', len(out), out_path)
+  if not compare_path:
+    return 0
+  if not os.path.exists(compare_path):
+    raise FileNotFoundError(f'reference file not found: {compare_path}')
+  with np.load(compare_path) as z:
+    ref = {k: z[k] for k in z.files}
+  errors, failed = compare(out, ref, x64)
+  if not errors:
+    raise ValueError(f'{compare_path} shares no key with the outputs ({sorted(out)})')
+  tol = TOLERANCE_X64 if x64 else TOLERANCE_F32
+  for k, e in errors.items():
+    flag = 'FAIL' if k in failed else ('ok' if x64 or _is_headline(k) else 'info')
+    print(f'{k:32s} rel. L2 error {e:.3e}  {flag}')
+  print(f'{len(errors)} compared, {len(failed)} beyond tolerance {tol:g}'
+        + ('' if x64 else ' (float32: logits and losses only)'))
+  return 1 if failed else 0

@@ -1,0 +1,45 @@
+r"""Converts weights between the original's PyTorch checkpoints and this port's Orbax format.
+
+PyTorch -> Orbax (the architecture is read from the checkpoint; it overrides the config, and
+every override is logged):
+
+    python scripts/convert_weights.py --config configs/ntu.py \
+        --src model_best.pth.tar --dst converted/ntu_rgb
+
+Orbax -> PyTorch (a variables directory or a training workdir; the config stored with it is used):
+
+    python scripts/convert_weights.py --to_torch --src runs/ntu --dst model_best.pth.tar
+
+The .pth.tar written holds {'model': state_dict, 'epoch', 'bestacc'} in the original's key order
+and loads into the original with load_state_dict(strict=True). Reading needs no torch; writing does.
+"""
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from rgbd_jax.convert import cli
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file (PyTorch -> Orbax)',
+                                          lock_config=False)
+_SRC = flags.DEFINE_string('src', None, '.pth.tar (default direction) or Orbax directory (--to_torch)')
+_DST = flags.DEFINE_string('dst', None, 'new Orbax directory, or .pth.tar with --to_torch')
+_TO_TORCH = flags.DEFINE_bool('to_torch', False, 'convert Orbax -> PyTorch instead')
+_EPOCH = flags.DEFINE_integer('epoch', 0, "with --to_torch: the checkpoint's 'epoch' entry")
+_BESTACC = flags.DEFINE_float('bestacc', 0.0, "with --to_torch: the checkpoint's 'bestacc' entry")
+flags.mark_flags_as_required(['src', 'dst'])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.INFO)
+  if _TO_TORCH.value:
+    cli.orbax_to_torch(_SRC.value, _DST.value, epoch=_EPOCH.value, bestacc=_BESTACC.value)
+  else:
+    if _CONFIG.value is None:
+      raise app.UsageError('--config is required to convert a PyTorch checkpoint')
+    cli.torch_to_orbax(_SRC.value, _DST.value, _CONFIG.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,43 @@
+r"""Runs the port on an original PyTorch checkpoint and an NCTHW input batch; optionally compares.
+
+    python scripts/crosscheck.py --checkpoint model_best.pth.tar --inputs in.npz --out out.npz \
+        --config configs/ntu.py [--config.model.knn_attention=0.8] [--epoch 99] [--x64] \
+        [--compare ref.npz]
+
+in.npz: unimodal `video` (B,3,T,H,W), `heatmap` (B,1,T,H,W); FusionNet `rgb`,
+`rgb_heatmap`, `depth`, `depth_heatmap`, `target` (B,). The architecture
+(N, SEHeads, classes, ...) is read from the checkpoint and overrides the
+config. --compare prints each common key's relative L2 error and exits 1
+beyond tolerance (1e-6 with --x64; else 1e-3 on logits and losses).
+"""
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from rgbd_jax import crosscheck
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/ntu.py',
+                                          lock_config=False)
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, "the original's .pth.tar")
+_INPUTS = flags.DEFINE_string('inputs', None, 'input .npz (NCTHW)')
+_OUT = flags.DEFINE_string('out', None, 'output .npz')
+_EPOCH = flags.DEFINE_integer('epoch', 0, 'epoch: picks the sharpness temperature')
+_X64 = flags.DEFINE_bool('x64', False, 'run in float64 (parameters too)')
+_COMPARE = flags.DEFINE_string('compare', '', 'reference .npz to compare with (keys may carry expected/)')
+_MODE = flags.DEFINE_enum('mode', 'forward', sorted(crosscheck.MODES), 'what to compute')
+flags.mark_flags_as_required(['config', 'checkpoint', 'inputs', 'out'])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.INFO)
+  sys.exit(crosscheck.main(_CONFIG.value, _CHECKPOINT.value, _INPUTS.value, _OUT.value,
+                           epoch=_EPOCH.value, x64=_X64.value, compare_path=_COMPARE.value,
+                           mode=_MODE.value))
+
+
+if __name__ == '__main__':
+  app.run(main)
