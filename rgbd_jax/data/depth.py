@@ -18,6 +18,7 @@ import numpy as np
 
 ROI_SIZE = (320, 240)      # (width, height)
 MIN_CONTOUR_AREA = 500
+_fallbacks = [0]  # frames that needed the centre fallback, in this process
 
 
 def wrap_to_u8(frame: np.ndarray) -> np.ndarray:
@@ -34,9 +35,13 @@ def roi_centre(u8: np.ndarray, where: str = '') -> tuple[int, int]:
   contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
   centres = [cv2.minAreaRect(c)[0] for c in contours if cv2.contourArea(c) > MIN_CONTOUR_AREA]
   if not centres:
-    # The original crashes here (min over an empty array).
-    logging.warning('depth frame %s: no contour with area > %d; ROI centred on the frame instead',
-                    where or '(unnamed)', MIN_CONTOUR_AREA)
+    # The original crashes here (min over an empty array). Logged, but not for every frame of a
+    # dataset where it is common (small frames): the first few, then every 1000th.
+    _fallbacks[0] += 1
+    if _fallbacks[0] <= 5 or _fallbacks[0] % 1000 == 0:
+      logging.warning('depth frame %s: no contour with area > %d; ROI centred on the frame instead '
+                      '(%d such frames so far in this process)', where or '(unnamed)', MIN_CONTOUR_AREA,
+                      _fallbacks[0])
     return u8.shape[1] // 2, u8.shape[0] // 2
   c = np.array(centres).astype(np.intp)  # truncation toward zero, as np.int0
   return int(c[:, 0].min()), int(c[:, 1].min())
