@@ -55,13 +55,12 @@ class TfdsSource:
 
   def __init__(self, config: ml_collections.ConfigDict, phase: str):
     from rgbd_jax.data import tfds_builder  # tensorflow_datasets is imported only when used
-    self.path, self._builder_dir = tfds_builder.build_dir(config), None
-    self._entries = tfds_builder.read_entries(self.path, phase)
-    self.records = splits.usable([e for e, _ in self._entries], f'{self.path} split {phase!r}')
-    self._position = {e.row: pos for e, pos in self._entries}
+    self.path = tfds_builder.build_dir(config)
+    entries = tfds_builder.read_entries(self.path, phase)
+    self.records = splits.usable([e for e, _ in entries], f'{self.path} split {phase!r}')
+    self._position = {e.row: pos for e, pos in entries}
     self._phase = phase
-    self._streams = layouts.streams(config)
-    self._source = None  # opened lazily: once per worker process
+    self._source = None  # opened lazily, once per worker process
 
   def __getstate__(self):
     state = dict(self.__dict__)
@@ -72,17 +71,22 @@ class TfdsSource:
     if self._source is None:
       from rgbd_jax.data import tfds_builder
       self._source = tfds_builder.open_split(self.path, self._phase)
-    example = self._source[self._position[record.row]]
-    name = example['name'].decode() if isinstance(example['name'], bytes) else str(example['name'])
+    position = self._position[record.row]
+    example = self._source[position]
+    name = example['name']
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    where = f'{self.path} split {self._phase} record {position} ({record.name})'
     if name != record.name:
-      raise ValueError(f'{self.path}: record {self._position[record.row]} holds {name!r}, expected {record.name!r}')
-    frames = example[tfds_builder_key(stream)]
-    where = f'{self.path}:{self._phase}/{record.name}'
+      raise ValueError(f'{where}: holds video {name!r}')
+    key = tfds_builder_key(stream)
+    if key not in example:
+      raise ValueError(f'{where}: no {stream} frames in this build')
+    frames = example[key]
     out = []
     for i in indices:
       if not 0 <= int(i) < len(frames):
-        raise ValueError(f'{where}: frame {int(i)} requested, the build holds {len(frames)}')
-      out.append((frames[int(i)], f'{where}#{int(i)}'))
+        raise ValueError(f'{where}: frame {int(i)} requested, the record holds {len(frames)}')
+      out.append((frames[int(i)], f'{where} frame {int(i)}'))
     return out
 
 
