@@ -96,7 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpoint.write_config(workdir, config)
 
   train_fn = jax.jit(functools.partial(steps.train_step, model=model, config=config, tx=tx,
-                                       schedule=schedule), donate_argnums=(0,))
+                                       schedule=schedule), donate_argnums=(0,),
+                     compiler_options=parallel.compiler_options())
   eval_fn = evaluation.make_eval_fn(model, config)
 
   # ------------------------------------------------------------------ loop

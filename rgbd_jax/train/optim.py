@@ -78,15 +78,18 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   return optax.join_schedules([warmup, after], [warm])
 
 
-def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                   learning_rate: float | None = None
                    ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
   """(optax transformation, lr schedule) for config.common.optim.
 
   The transformation ends with `scale_by_schedule(-lr)`; callers may multiply
-  its updates by a plateau scale (see module docstring).
+  its updates by a plateau scale (see module docstring). `learning_rate`
+  replaces the schedule by a constant (single-step checks).
   """
   c = config.common
-  schedule = learning_rate_schedule(config, steps_per_epoch)
+  schedule = (learning_rate_schedule(config, steps_per_epoch) if learning_rate is None
+              else optax.constant_schedule(float(learning_rate)))
   clip = float(config.model.grad_clip)
   parts = [clip_by_global_norm_torch(clip)] if clip > 0 else []
   if c.optim == 'SGD':
