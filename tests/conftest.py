@@ -82,6 +82,8 @@ class GoldenCase:
 
   def __init__(self, name: str):
     self.name = name
+    self.repo = REPO
+    self.golden_path = GOLDEN_DIR / f'{name}.npz'
     self.meta = json.loads((GOLDEN_DIR / f'{name}.json').read_text())
     with np.load(GOLDEN_DIR / f'{name}.npz') as z:
       self.arrays = {k: z[k] for k in z.files}
