@@ -3,6 +3,7 @@
 import collections
 import logging
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,8 @@ from rgbd_jax.convert import torch_import
 from rgbd_jax.convert import torch_layout
 from rgbd_jax.convert import torch_pickle
 from rgbd_jax.train.checkpoint import config_to_json
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _flat(tree):
@@ -203,6 +206,12 @@ def test_reading_works_without_torch(unimodal, tmp_path):
       flat = {{'/'.join(k): np.asarray(x) for k, x in flax.traverse_util.flatten_dict(v).items()}}
       assert sorted(flat) == sorted(ref.files)
       assert all(np.array_equal(flat[k], ref[k]) for k in flat)
+      from rgbd_jax.convert import torch_export
+      try:
+        torch_export.save_torch_checkpoint('never.pth.tar', {{}})
+        raise AssertionError('wrote a checkpoint without torch')
+      except ImportError as e:
+        assert 'needs torch' in str(e)
       print('read without torch:', len(flat))
       """)
   res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=300)
@@ -258,3 +267,31 @@ def test_export_has_the_originals_exact_layout(name, golden_case, random_variabl
   variables = random_variables(torch_import.target_shapes(config))
   sd = torch_export.variables_to_state_dict(variables, config)
   assert [(k, tuple(v.shape), str(v.dtype)) for k, v in sd.items()] == case.layout
+
+
+def test_convert_weights_script_both_ways(unimodal, tmp_path):
+  """scripts/convert_weights.py: .pth.tar -> Orbax directory (+ config) -> .pth.tar, tensors unchanged."""
+  config, _, sd = unimodal
+  src = str(tmp_path / 'model_best.pth.tar')
+  _save(src, sd)
+  config_file = tmp_path / 'tiny_config.py'
+  config_file.write_text(textwrap.dedent(f"""
+      from rgbd_jax.train.checkpoint import config_from_json
+      def get_config(arg=None):
+        return config_from_json({config_to_json(config)!r})
+      """))
+  orbax_dir = str(tmp_path / 'converted')
+  back = str(tmp_path / 'back.pth.tar')
+  run = lambda *args: subprocess.run([sys.executable, 'scripts/convert_weights.py', *args], capture_output=True,
+                                     text=True, timeout=300, cwd=str(REPO))
+  res = run('--config', str(config_file), '--config.model.N=5', '--src', src, '--dst', orbax_dir)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert 'checkpoint overrides model.N: 5 -> 2' in res.stderr
+  assert os.path.exists(os.path.join(orbax_dir, 'config.json'))
+  res = run('--to_torch', '--src', orbax_dir, '--dst', back, '--epoch=3', '--bestacc=12.5')
+  assert res.returncode == 0, res.stderr[-3000:]
+  saved = torch.load(back, map_location='cpu')
+  assert saved['epoch'] == 3 and saved['bestacc'] == 12.5
+  assert list(saved['model']) == list(sd)
+  for k, v in sd.items():
+    np.testing.assert_array_equal(saved['model'][k].numpy(), v, err_msg=k)
