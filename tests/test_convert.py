@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import flax
 import numpy as np
@@ -295,3 +296,22 @@ def test_convert_weights_script_both_ways(unimodal, tmp_path):
   assert list(saved['model']) == list(sd)
   for k, v in sd.items():
     np.testing.assert_array_equal(saved['model'][k].numpy(), v, err_msg=k)
+
+
+def test_damaged_archive_is_a_clear_error(tmp_path):
+  good = tmp_path / 'good.pt'
+  torch.save({'w': torch.ones(4, 3)}, str(good))
+  damaged = tmp_path / 'damaged.pt'
+  with zipfile.ZipFile(good) as src, zipfile.ZipFile(damaged, 'w') as dst:
+    for item in src.infolist():
+      if not item.filename.endswith('/data/0'):
+        dst.writestr(item, src.read(item.filename))
+  with pytest.raises(ValueError, match=r'damaged\.pt.*data/0 is missing'):
+    torch_pickle.read_checkpoint(str(damaged))
+  short = tmp_path / 'short.pt'
+  with zipfile.ZipFile(good) as src, zipfile.ZipFile(short, 'w') as dst:
+    for item in src.infolist():
+      data = src.read(item.filename)
+      dst.writestr(item, data[:20] if item.filename.endswith('/data/0') else data)
+  with pytest.raises(ValueError, match=r'holds 20 bytes, needs 12 x 4'):
+    torch_pickle.read_checkpoint(str(short))

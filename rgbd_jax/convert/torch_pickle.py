@@ -232,5 +232,9 @@ def read_checkpoint(path: str) -> Any:
     unpickler = _Unpickler(archive.read(pickles[0]), archive, prefix, path)
     try:
       return unpickler.load()
+    except ValueError as e:
+      if str(e).startswith(str(path)):
+        raise
+      raise ValueError(f'{path}: {pickles[0]}: {e}') from e
     except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as e:
       raise ValueError(f'{path}: cannot unpickle {pickles[0]}: {e}') from e
