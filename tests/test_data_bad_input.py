@@ -158,3 +158,17 @@ def test_unknown_source_and_missing_tfds_build(tmp_path):
   c.common.tfds_data_dir = str(tmp_path / 'nowhere')
   with pytest.raises(FileNotFoundError, match='no TFDS build'):
     clips.ClipLoader(c, 'valid')
+
+
+def test_skip_bad_videos_in_training_replaces_the_video(tmp_path, caplog):
+  c = make_dataset(tmp_path)
+  (tmp_path / 'splits' / 'train.txt').write_text((tmp_path / 'splits' / 'valid.txt').read_text())
+  os.remove(frame(tmp_path, 'B_rgb', 0))
+  c.dataset.skip_bad_videos = True
+  it = pipeline.make_loader(c, 'train', global_batch_size=3, process_index=0, process_count=1, shuffle=False)
+  with caplog.at_level(logging.WARNING):
+    batch = next(it)
+  assert batch['mask'].all()
+  np.testing.assert_array_equal(batch['index'], [0, 2, 2])  # B is replaced by the next usable video, C
+  np.testing.assert_array_equal(batch['label'], [0, 2, 2])
+  assert "skipping video 'B_rgb'" in caplog.text

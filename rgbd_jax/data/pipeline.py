@@ -10,6 +10,11 @@ before any work is split up:
 * evaluation: one pass in split-file order; the last global batch is padded
   with masked-out zero samples.
 
+With `dataset.skip_bad_videos`, a video that cannot be loaded is logged and
+skipped: in evaluation its row is masked out (mask False, index -1); in
+training the next usable video of the list takes its place (a masked row would
+still be trained on).
+
 Global batch j holds global positions [j*B, (j+1)*B); process p takes the
 p-th slice of B / process_count of them. Worker processes and prefetch threads
 only change who computes an element, never what it is, and the iterator's
@@ -31,6 +36,7 @@ from rgbd_jax.data import sources
 
 _PAD_STREAM = 0x7061  # distinguishes the padding draw from the per-epoch permutations
 _INFINITE = 1 << 62
+_MAX_REPLACEMENTS = 10  # training: usable videos tried in place of a skipped one
 
 
 def _check_batch(global_batch_size: int, process_count: int) -> int:
@@ -74,6 +80,10 @@ class _Plan:
     rng = np.random.default_rng([self.seed, epoch, k]) if self.train else None
     return record, rng
 
+  def replacement_rng(self, g: int, attempt: int) -> np.random.Generator:
+    epoch, k = divmod(g, self.epoch_length)
+    return np.random.default_rng([self.seed, epoch, k, attempt])
+
 
 class _Element:
   """Local position (in this process's stream) -> one sample dict."""
@@ -88,10 +98,22 @@ class _Element:
     return step * self.global_batch + self.process_index * self.local_batch + j
 
   def __call__(self, i: int) -> dict:
-    record, rng = self.plan(self.global_position(i))
+    g = self.global_position(i)
+    record, rng = self.plan(g)
     if record is None:
       return self.loader.empty(i)
-    return self.loader(record, rng)
+    out = self.loader(record, rng)
+    if out['mask'] or not self.plan.train:
+      return out
+    # A skipped video (dataset.skip_bad_videos) in training: a masked zero clip would still be
+    # trained on, so the next usable video of the list takes its place (deterministically).
+    for attempt in range(1, _MAX_REPLACEMENTS + 1):
+      alternative = (record + attempt) % self.plan.num_videos
+      out = self.loader(alternative, self.plan.replacement_rng(g, attempt))
+      if out['mask']:
+        return out
+    raise ValueError(f'{_MAX_REPLACEMENTS + 1} consecutive videos from entry {record} of '
+                     f'{self.loader.source.path} could not be loaded (see the warnings above)')
 
 
 def _num_videos(config: ml_collections.ConfigDict, phase: str) -> int:
