@@ -70,10 +70,9 @@ def heatmap(clip_u8: np.ndarray, w: int) -> np.ndarray:
   body = grey[:, 1:]
 
   # Static attention: values above the window's mean, opened-like (erode 2x2, dilate 3x3).
-  static = np.where(body > body.mean(axis=(1, 2), keepdims=True), body, np.float32(0))
   stack = np.empty_like(grey)
   stack[:, 0] = np.inf
-  stack[:, 1:] = static
+  np.multiply(body, body > body.mean(axis=(1, 2), keepdims=True), out=stack[:, 1:])
   stack = cv2.erode(stack.reshape(k * (h + 1), wd), _ERODE).reshape(k, h + 1, wd)
   stack[:, 0] = -np.inf
   stack = cv2.dilate(stack.reshape(k * (h + 1), wd), _DILATE).reshape(k, h + 1, wd)
