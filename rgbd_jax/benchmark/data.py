@@ -183,13 +183,13 @@ def worker_throughput(config, workers: int, videos: int) -> float:
 
 
 def run(args: argparse.Namespace) -> dict:
+  cv_threads = cv2.getNumThreads()
   cv2.setNumThreads(1)  # one core: no OpenCV worker threads
-  try:
+  torch_threads = None
+  if not args.skip_original:
     import torch
+    torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
-  except ImportError:
-    if not args.skip_original:
-      raise
   root = args.workdir or tempfile.mkdtemp(prefix='rgbd_bench_')
   try:
     write_dataset(root, args.frames, args.videos)
@@ -233,6 +233,10 @@ def run(args: argparse.Namespace) -> dict:
         json.dump(results, f, indent=1)
     return results
   finally:
+    cv2.setNumThreads(cv_threads)
+    if torch_threads is not None:
+      import torch
+      torch.set_num_threads(torch_threads)
     if args.workdir is None:
       shutil.rmtree(root, ignore_errors=True)
 
