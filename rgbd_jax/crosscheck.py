@@ -38,7 +38,7 @@ TOLERANCE_X64 = 1e-6
 TOLERANCE_F32 = 1e-3
 
 
-def _is_headline(name: str) -> bool:
+def is_headline(name: str) -> bool:
   return name in HEADLINE or name.endswith('_loss')
 
 
@@ -134,7 +134,7 @@ def compare(ours: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], x64: 
     errors[k] = relative_error(ours[k], ref[k])
     if x64 and errors[k] > TOLERANCE_X64:
       failed.append(k)
-    elif not x64 and _is_headline(k) and errors[k] > TOLERANCE_F32:
+    elif not x64 and is_headline(k) and errors[k] > TOLERANCE_F32:
       failed.append(k)
   return errors, failed
 
@@ -186,7 +186,7 @@ def main(config: ml_collections.ConfigDict, checkpoint: str, inputs_path: str, o
     raise ValueError(f'{compare_path} shares no key with the outputs ({sorted(out)})')
   tol = TOLERANCE_X64 if x64 else TOLERANCE_F32
   for k, e in errors.items():
-    flag = 'FAIL' if k in failed else ('ok' if x64 or _is_headline(k) else 'info')
+    flag = 'FAIL' if k in failed else ('ok' if x64 or is_headline(k) else 'info')
     print(f'{k:32s} rel. L2 error {e:.3e}  {flag}')
   print(f'{len(errors)} compared, {len(failed)} beyond tolerance {tol:g}'
         + ('' if x64 else ' (float32: logits and losses only)'))

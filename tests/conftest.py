@@ -1,8 +1,8 @@
 """Shared test helpers: tiny configs, random variable trees, and the golden fixtures as the original saves them.
 
-float64 is never switched on globally here: tests that need it use the
-`x64` fixture (or `jax.enable_x64(True)` as a context), so other tests keep
-float32.
+float64 is never switched on globally here: tests that need it enter
+`jax.enable_x64(True)` (crosscheck.precision) for their own duration, so
+other tests keep float32.
 """
 
 from __future__ import annotations
@@ -66,13 +66,6 @@ def make_random_variables(shapes, seed: int = 0):
   """A variable tree shaped like `shapes` (ShapeDtypeStructs) with random values; no compile."""
   rng = np.random.default_rng(seed)
   return jax.tree_util.tree_map(lambda s: rng.normal(0.0, 1.0, s.shape).astype(s.dtype), shapes)
-
-
-@pytest.fixture
-def x64():
-  """float64 inside the test only."""
-  with jax.enable_x64(True):
-    yield
 
 
 # ------------------------------------------------------------------ golden fixtures

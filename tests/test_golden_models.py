@@ -45,7 +45,7 @@ def test_golden_outputs(name, golden_case, tmp_path):
   ours32 = _run(case, checkpoint, x64=False)
   assert all(v.dtype != np.float64 for v in ours32.values())
   errors, failed = crosscheck.compare(ours32, expected, x64=False)
-  headline = [k for k in errors if crosscheck._is_headline(k)]  # pylint: disable=protected-access
+  headline = [k for k in errors if crosscheck.is_headline(k)]
   assert len(headline) >= 4
   print(f'{name} float32 relative L2 errors:\n{_table(errors, failed)}')
   assert not failed, f'float32 beyond {crosscheck.TOLERANCE_F32}:\n{_table(errors, failed)}'
