@@ -147,15 +147,19 @@ def make_dataset(config: ml_collections.ConfigDict, phase: str, *, global_batch_
   steps = _INFINITE // local_batch if train else math.ceil(len(loader) / global_batch_size)
   element = _Element(loader, plan, local_batch, global_batch_size, process_index)
 
+  # Batched as a MapDataset, so that a batch is one element: worker processes then each compute
+  # whole batches, and which rows form a batch does not depend on the number of workers.
   ds = grain.MapDataset.range(steps * local_batch).map(element).batch(local_batch)
   prefetch = max(int(config.common.prefetch), 1)
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch))
-  if config.common.num_workers > 0:
+  workers = int(config.common.num_workers)
+  # In-process, `prefetch` threads compute batches ahead (decoding and OpenCV release the GIL);
+  # with worker processes, each computes its batches one at a time.
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1 if workers else prefetch, prefetch_buffer_size=prefetch))
+  if workers > 0:
     # grain's worker start-up reads absl flags; a library caller (tests, notebooks) may not have parsed any.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=int(config.common.num_workers),
-                                                     per_worker_buffer_size=prefetch))
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
   return ds
 
 
