@@ -156,6 +156,11 @@ def test_pickled_code_is_never_run(unimodal, tmp_path):
   with pytest.raises(ValueError, match=r'refused.*(posix|os)\.system'):
     torch_import.load_torch_checkpoint(evil, config)
   assert not marker.exists()
+  legacy = str(tmp_path / 'evil_legacy.pth.tar')
+  torch.save({'model': {'x': _RunsCode(marker), **model}}, legacy, _use_new_zipfile_serialization=False)
+  with pytest.raises(ValueError, match=r'refused.*(posix|os)\.system'):
+    torch_import.load_torch_checkpoint(legacy, config)
+  assert not marker.exists()
   # The same in the optimizer entry: dropped, the weights load.
   odd = str(tmp_path / 'odd_optimizer.pth.tar')
   torch.save({'model': model, 'optimizer': {'state': _RunsCode(marker)}, 'epoch': 1, 'bestacc': 0.0}, odd)
@@ -165,12 +170,18 @@ def test_pickled_code_is_never_run(unimodal, tmp_path):
   assert not torch_pickle.contains_refused(torch_pickle.read_checkpoint(odd)['model'])
 
 
-def test_not_a_zip_checkpoint_is_a_clear_error(tmp_path):
+def test_legacy_format_and_non_checkpoints(tmp_path):
+  base = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+  tensors = {'w': base, 'row': base[1], 'col': base[:, 2], 'n': torch.tensor(5, dtype=torch.int64)}
   path = tmp_path / 'legacy.pth'
-  with open(path, 'wb') as f:
-    torch.save({'a': torch.ones(2)}, f, _use_new_zipfile_serialization=False)
-  with pytest.raises(ValueError, match='legacy'):
-    torch_pickle.read_checkpoint(str(path))
+  torch.save({'model': tensors, 'epoch': 2}, str(path), _use_new_zipfile_serialization=False)
+  got = torch_pickle.read_checkpoint(str(path))
+  assert got['epoch'] == 2
+  for k, v in tensors.items():
+    np.testing.assert_array_equal(got['model'][k], v.numpy(), err_msg=k)
+  (tmp_path / 'text.pth').write_bytes(b'hello')
+  with pytest.raises(ValueError, match='not a torch checkpoint'):
+    torch_pickle.read_checkpoint(str(tmp_path / 'text.pth'))
   with pytest.raises(FileNotFoundError):
     torch_pickle.read_checkpoint(str(tmp_path / 'none.pth'))
 

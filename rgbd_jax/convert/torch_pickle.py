@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import zipfile
 from typing import Any
@@ -47,7 +48,7 @@ class RefusedGlobal:
   """Inert stand-in for a global outside the whitelist.
 
   Calling it, building it or instantiating it only records arguments; nothing
-  of the named callable ever runs. `refused` lists what was named.
+  of the named callable ever runs; `qualname` says what was named.
   """
   qualname = '?'
 
@@ -138,45 +139,42 @@ _WHITELIST[('numpy', 'dtype')] = _numpy_dtype
 
 
 class _Unpickler(pickle.Unpickler):
-  """Unpickler with a whitelist; storages are read from the archive on demand."""
+  """Unpickler with a whitelist; tensor storages come from `load_storage(key, dtype, numel)`."""
 
-  def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, where: str):
-    super().__init__(io.BytesIO(data))
-    self._archive = archive
-    self._prefix = prefix
+  def __init__(self, stream, load_storage, where: str):
+    super().__init__(stream)
+    self._load_storage = load_storage
     self._where = where
     self._storages: dict[str, np.ndarray] = {}
-    self.refused: list[str] = []
+    self.storage_dtypes: dict[str, np.dtype] = {}
 
   def find_class(self, module, name):
     if module == 'torch' and name in _STORAGE_DTYPES:
       return _StorageType(name)
     if (module, name) in _WHITELIST:
       return _WHITELIST[(module, name)]
-    qualname = f'{module}.{name}'
-    self.refused.append(qualname)
-    return _refused_class(qualname)
+    return _refused_class(f'{module}.{name}')
 
   def persistent_load(self, pid):
-    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == 'storage'):
+    # zip format: ('storage', type, key, location, numel); legacy format adds
+    # view_metadata: None or (view_key, offset, view_numel) into the root storage.
+    if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == 'storage'):
       raise ValueError(f'{self._where}: unsupported persistent id {pid!r}')
-    _, storage_type, key, _location, numel = pid
-    if not isinstance(storage_type, _StorageType):
-      raise ValueError(f'{self._where}: storage of unsupported type {storage_type!r} (key {key})')
+    storage_type, key, numel = pid[1], str(pid[2]), pid[4]
+    if not isinstance(storage_type, _StorageType) or not isinstance(numel, int) or numel < 0:
+      raise ValueError(f'{self._where}: unsupported storage {pid[1]!r} of {pid[4]!r} elements (key {key})')
     if key not in self._storages:
-      entry = f'{self._prefix}data/{key}'
-      try:
-        raw = self._archive.read(entry)
-      except KeyError:
-        raise ValueError(f'{self._where}: storage {entry} is missing from the archive') from None
-      if len(raw) < numel * storage_type.dtype.itemsize:
-        raise ValueError(
-            f'{self._where}: storage {entry} holds {len(raw)} bytes, needs '
-            f'{numel} x {storage_type.dtype.itemsize}')
-      self._storages[key] = np.frombuffer(raw, dtype=storage_type.dtype, count=numel)
+      self._storages[key] = self._load_storage(key, storage_type.dtype, numel)
+      self.storage_dtypes[key] = storage_type.dtype
     storage = self._storages[key]
     if storage.dtype != storage_type.dtype:
       storage = storage.view(storage_type.dtype)
+    view = pid[5] if len(pid) == 6 else None
+    if view is not None:
+      _, offset, size = view
+      if offset < 0 or size < 0 or offset + size > storage.size:
+        raise ValueError(f'{self._where}: storage view {view} outside storage {key} of {storage.size} elements')
+      storage = storage[offset:offset + size]
     return storage
 
 
@@ -201,40 +199,95 @@ def contains_refused(obj: Any) -> list[str]:
   return sorted(set(found))
 
 
+def _load(unpickler: _Unpickler, path: str, what: str) -> Any:
+  try:
+    return unpickler.load()
+  except ValueError as e:
+    if str(e).startswith(str(path)):
+      raise
+    raise ValueError(f'{path}: {what}: {e}') from e
+  except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as e:
+    raise ValueError(f'{path}: cannot unpickle {what}: {e}') from e
+
+
+def _read_zip(path: str, archive: zipfile.ZipFile) -> Any:
+  pickles = [n for n in archive.namelist() if n.endswith('/data.pkl') and n.count('/') == 1]
+  if len(pickles) != 1:
+    raise ValueError(f'{path}: expected one <name>/data.pkl in the archive, found {pickles}')
+  prefix = pickles[0][:-len('data.pkl')]
+  try:
+    order = archive.read(prefix + 'byteorder').decode().strip()
+  except KeyError:
+    order = 'little'
+  if order != 'little':
+    raise ValueError(f'{path}: byte order {order!r} is not supported')
+
+  def load_storage(key, dtype, numel):
+    entry = f'{prefix}data/{key}'
+    try:
+      raw = archive.read(entry)
+    except KeyError:
+      raise ValueError(f'{path}: storage {entry} is missing from the archive') from None
+    if len(raw) < numel * dtype.itemsize:
+      raise ValueError(f'{path}: storage {entry} holds {len(raw)} bytes, needs {numel} x {dtype.itemsize}')
+    return np.frombuffer(raw, dtype=dtype, count=numel)
+
+  return _load(_Unpickler(io.BytesIO(archive.read(pickles[0])), load_storage, path), path, pickles[0])
+
+
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+
+
+def _read_legacy(path: str, data: bytes) -> Any:
+  """torch < 1.6 files: magic, protocol, sys info, the object, storage keys, then raw storages."""
+  f = io.BytesIO(data)
+  no_storage = lambda key, dtype, numel: None
+  header = [_load(_Unpickler(f, no_storage, path), path, 'header') for _ in range(3)]
+  if header[0] != _LEGACY_MAGIC or header[1] != 1001:
+    raise ValueError(f'{path}: not a torch checkpoint (neither a zip archive nor the legacy format)')
+  if not (isinstance(header[2], dict) and header[2].get('little_endian', True)):
+    raise ValueError(f'{path}: big-endian legacy checkpoints are not supported')
+  start = f.tell()
+  # The raw storages follow the object, so a first pass (on zero storages) finds where it ends.
+  first = _Unpickler(f, lambda key, dtype, numel: np.zeros(numel, dtype), path)
+  _load(first, path, 'object')
+  keys = _load(_Unpickler(f, no_storage, path), path, 'storage keys')
+  if not isinstance(keys, list) or set(map(str, keys)) != set(first.storage_dtypes):
+    raise ValueError(f'{path}: storage key list does not match the storages the object uses')
+  storages = {}
+  for key in map(str, keys):
+    dtype = first.storage_dtypes[key]
+    head = f.read(8)
+    if len(head) < 8:
+      raise ValueError(f'{path}: truncated before storage {key}')
+    numel = int.from_bytes(head, 'little', signed=True)
+    raw = f.read(numel * dtype.itemsize)
+    if numel < 0 or len(raw) < numel * dtype.itemsize:
+      raise ValueError(f'{path}: storage {key} is truncated')
+    storages[key] = np.frombuffer(raw, dtype=dtype)
+
+  def load_storage(key, dtype, numel):
+    if storages[key].size < numel:
+      raise ValueError(f'{path}: storage {key} holds {storages[key].size} elements, needs {numel}')
+    return storages[key]
+
+  return _load(_Unpickler(io.BytesIO(data[start:]), load_storage, path), path, 'object')
+
+
 def read_checkpoint(path: str) -> Any:
   """The object a torch checkpoint file holds, with tensors as numpy arrays.
 
+  Reads the zip format of torch >= 1.6 and the legacy format before it.
   Raises FileNotFoundError / ValueError naming the file. Globals outside the
   whitelist come back as `RefusedGlobal` stand-ins (see `contains_refused`).
   """
-  try:
-    archive = zipfile.ZipFile(path)
-  except FileNotFoundError:
-    raise FileNotFoundError(f'checkpoint not found: {path}') from None
-  except zipfile.BadZipFile:
-    with open(path, 'rb') as f:
-      head = f.read(2)
-    kind = 'a legacy (torch < 1.6, non-zip) checkpoint' if head[:1] == b'\x80' else 'not a torch checkpoint'
-    raise ValueError(
-        f'{path}: {kind}; only the zip format of torch >= 1.6 is read '
-        '(re-save it with a recent torch: torch.save(torch.load(f), f))') from None
-  with archive:
-    pickles = [n for n in archive.namelist() if n.endswith('/data.pkl') and n.count('/') == 1]
-    if len(pickles) != 1:
-      raise ValueError(f'{path}: expected one <name>/data.pkl in the archive, found {pickles}')
-    prefix = pickles[0][:-len('data.pkl')]
-    try:
-      order = archive.read(prefix + 'byteorder').decode().strip()
-    except KeyError:
-      order = 'little'
-    if order != 'little':
-      raise ValueError(f'{path}: byte order {order!r} is not supported')
-    unpickler = _Unpickler(archive.read(pickles[0]), archive, prefix, path)
-    try:
-      return unpickler.load()
-    except ValueError as e:
-      if str(e).startswith(str(path)):
-        raise
-      raise ValueError(f'{path}: {pickles[0]}: {e}') from e
-    except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError) as e:
-      raise ValueError(f'{path}: cannot unpickle {pickles[0]}: {e}') from e
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'checkpoint not found: {path}')
+  if zipfile.is_zipfile(path):
+    with zipfile.ZipFile(path) as archive:
+      return _read_zip(path, archive)
+  with open(path, 'rb') as f:
+    data = f.read()
+  if data[:1] != b'\x80':
+    raise ValueError(f'{path}: not a torch checkpoint (neither a zip archive nor a pickle)')
+  return _read_legacy(path, data)
