@@ -6,6 +6,8 @@ import logging
 
 import ml_collections
 
+from rgbd_jax import configs
+
 from rgbd_jax.convert import torch_export
 from rgbd_jax.convert import torch_import
 
@@ -17,7 +19,7 @@ def torch_to_orbax(src: str, dst: str, config: ml_collections.ConfigDict) -> ml_
   checkpoint.save_variables(dst, variables, config)
   counts = {k: sum(1 for _ in _leaves(v)) for k, v in variables.items()}
   logging.info('converted %s -> %s: %s network, N=%d, SEHeads=%d, %d classes, %s', src, dst,
-               config.model.Network, config.model.N, config.model.SEHeads, config.model.num_classes,
+               config.model.Network, config.model.N, config.model.SEHeads, configs.num_classes(config),
                ', '.join(f'{n} {k} arrays' for k, n in counts.items()))
   return config
 

@@ -243,6 +243,8 @@ def load_torch_checkpoint(path: str, config: ml_collections.ConfigDict, dtype: A
   """
   state_dict, meta = read_state_dict(path)
   found = torch_layout.infer_architecture(state_dict)
+  logging.info('%s: architecture read from the tensors: %s', path,
+               ', '.join(f'{k}={v}' for k, v in found.items()))
   config = torch_layout.apply_architecture(config, found)
   logging.info('%s: %s network, %d tensors%s', path, config.model.Network, len(state_dict),
                ''.join(f', {k} {meta[k]}' for k in ('epoch', 'bestacc') if k in meta))
