@@ -7,7 +7,6 @@ import logging
 import ml_collections
 
 from rgbd_jax import configs
-
 from rgbd_jax.convert import torch_export
 from rgbd_jax.convert import torch_import
 
