@@ -7,7 +7,9 @@ in one of six ways; no single frame tells the classes apart, only the motion:
     4 approach, 5 retreat                (growing / shrinking, depth falling / rising)
 
 Appearance (shape, colours, texture, size), background, start position, travel
-distance and video length are random. Layout, as NTU-RGBD after the original's
+distance, speed profile and video length are random; the scene's lighting and
+the camera's oblique view of the floor are the same for all (so a network that
+pools each frame's features over the image still sees where the object is). Layout, as NTU-RGBD after the original's
 preparation:
 
     <data>/Images/<name>/%06d.jpg                                  RGB JPEG, 1-based
@@ -39,6 +41,7 @@ import tqdm
 CLASSES = ('right', 'left', 'down', 'up', 'approach', 'retreat')
 NUM_CLASSES = len(CLASSES)
 _MARKER = '.synthetic_complete.json'
+GENERATOR_VERSION = 2  # bump when the rendering changes: an older dataset is then reported, not reused
 _SPLITS = ('train', 'valid')
 
 
@@ -58,7 +61,7 @@ def _params(config: ml_collections.ConfigDict) -> dict:
   if len(size) != 2 or min(size) < 16:
     raise ValueError(f'dataset.synthetic_frame_size must be (width, height) >= 16, got {size}')
   return {'videos': videos, 'frames': frames, 'frame_size': size,
-          'seed': int(config.dataset.synthetic_seed), 'classes': list(CLASSES)}
+          'seed': int(config.dataset.synthetic_seed), 'classes': list(CLASSES), 'version': GENERATOR_VERSION}
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -123,11 +126,19 @@ def render_video(seed: int, split: str, number: int, frames: int, size: tuple[in
   bg = _background(rng, h, w)
   obj = np.where(pattern[..., None], colours[0], colours[1])
   rgb = np.where(inside[..., None], obj, bg[None])
+  # The scene's lighting and the camera's oblique view are the same in every video: light grows
+  # warmer to the right and bluer downwards, the floor comes closer downwards. A frame shows where
+  # the object is (which every class visits), a clip which way it goes; a network whose per-frame
+  # features are pooled over the image can still see position through them.
+  xn, yn = x / (w - 1), y / (h - 1)
+  light = np.stack([0.55 + 0.9 * xn, np.full_like(xn, 1.0), 0.55 + 0.9 * yn], axis=-1)
+  rgb *= light[None]
   rgb += rng.standard_normal(rgb.shape, dtype=np.float32) * 3
   rgb = np.clip(rgb, 0, 255).astype(np.uint8)
 
   bump = np.sqrt(np.clip(1.0 - u * u - v * v, 0, 1)) * 120.0       # a rounded surface
-  d = depth_mm - bump + rng.standard_normal(u.shape, dtype=np.float32) * 4
+  d = depth_mm - bump - 500.0 * (yn - 0.5) + 300.0 * (xn - 0.5)
+  d = d + rng.standard_normal(u.shape, dtype=np.float32) * 4
   dep = np.where(inside, np.clip(d, 500, 8000), 0).astype(np.uint16)
   return label, rgb, dep
 
