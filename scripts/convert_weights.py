@@ -4,11 +4,11 @@ PyTorch -> Orbax (the architecture is read from the checkpoint; it overrides the
 every override is logged):
 
     python scripts/convert_weights.py --config configs/ntu.py \
-        --src model_best.pth.tar --dst converted/ntu_rgb
+        --checkpoint model_best.pth.tar --out converted/ntu_rgb
 
 Orbax -> PyTorch (a variables directory or a training workdir; the config stored with it is used):
 
-    python scripts/convert_weights.py --to_torch --src runs/ntu --dst model_best.pth.tar
+    python scripts/convert_weights.py --to-torch --checkpoint runs/ntu --out model_best.pth.tar
 
 The .pth.tar written holds {'model': state_dict, 'epoch', 'bestacc'} in the original's key order
 and loads into the original with load_state_dict(strict=True). Reading needs no torch; writing does.
@@ -20,25 +20,26 @@ from ml_collections import config_flags
 
 from rgbd_jax.convert import cli
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file (PyTorch -> Orbax)',
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file (PyTorch -> Orbax; the architecture comes from the checkpoint)',
                                           lock_config=False)
-_SRC = flags.DEFINE_string('src', None, '.pth.tar (default direction) or Orbax directory (--to_torch)')
-_DST = flags.DEFINE_string('dst', None, 'new Orbax directory, or .pth.tar with --to_torch')
-_TO_TORCH = flags.DEFINE_bool('to_torch', False, 'convert Orbax -> PyTorch instead')
-_EPOCH = flags.DEFINE_integer('epoch', 0, "with --to_torch: the checkpoint's 'epoch' entry")
-_BESTACC = flags.DEFINE_float('bestacc', 0.0, "with --to_torch: the checkpoint's 'bestacc' entry")
-flags.mark_flags_as_required(['src', 'dst'])
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'the .pth.tar to convert, or with --to-torch an Orbax '
+                                  'variables directory or training workdir')
+_OUT = flags.DEFINE_string('out', None, 'new Orbax directory, or with --to-torch the .pth.tar to write')
+_TO_TORCH = flags.DEFINE_bool('to-torch', False, 'convert Orbax -> PyTorch instead')
+_EPOCH = flags.DEFINE_integer('epoch', 0, "with --to-torch: the checkpoint's 'epoch' entry")
+_BESTACC = flags.DEFINE_float('bestacc', 0.0, "with --to-torch: the checkpoint's 'bestacc' entry")
+flags.mark_flags_as_required(['checkpoint', 'out'])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   if _TO_TORCH.value:
-    cli.orbax_to_torch(_SRC.value, _DST.value, epoch=_EPOCH.value, bestacc=_BESTACC.value)
+    cli.orbax_to_torch(_CHECKPOINT.value, _OUT.value, epoch=_EPOCH.value, bestacc=_BESTACC.value)
   else:
     if _CONFIG.value is None:
       raise app.UsageError('--config is required to convert a PyTorch checkpoint')
-    cli.torch_to_orbax(_SRC.value, _DST.value, _CONFIG.value)
+    cli.torch_to_orbax(_CHECKPOINT.value, _OUT.value, _CONFIG.value)
 
 
 if __name__ == '__main__':

@@ -296,11 +296,11 @@ def test_convert_weights_script_both_ways(unimodal, tmp_path):
   back = str(tmp_path / 'back.pth.tar')
   run = lambda *args: subprocess.run([sys.executable, 'scripts/convert_weights.py', *args], capture_output=True,
                                      text=True, timeout=300, cwd=str(REPO))
-  res = run('--config', str(config_file), '--config.model.N=5', '--src', src, '--dst', orbax_dir)
+  res = run('--config', str(config_file), '--config.model.N=5', '--checkpoint', src, '--out', orbax_dir)
   assert res.returncode == 0, res.stderr[-3000:]
   assert 'checkpoint overrides model.N: 5 -> 2' in res.stderr
   assert os.path.exists(os.path.join(orbax_dir, 'config.json'))
-  res = run('--to_torch', '--src', orbax_dir, '--dst', back, '--epoch=3', '--bestacc=12.5')
+  res = run('--to-torch', '--checkpoint', orbax_dir, '--out', back, '--epoch=3', '--bestacc=12.5')
   assert res.returncode == 0, res.stderr[-3000:]
   saved = torch.load(back, map_location='cpu')
   assert saved['epoch'] == 3 and saved['bestacc'] == 12.5
