@@ -90,18 +90,20 @@ def test_architecture_is_read_from_the_checkpoint(unimodal, tiny_config, tmp_pat
   config, variables, sd = unimodal
   path = str(tmp_path / 'm.pth.tar')
   _save(path, sd)
-  asked = tiny_config(SEHeads=1, N=4, num_classes=9, rcm_hidden=256, sample_duration=32, mlp_dim=40)
+  asked = tiny_config(SEHeads=1, N=4, num_classes=9, rcm_hidden=256, sample_duration=32, mlp_dim=40,
+                      heads=4, width=0.25)
   asked.dataset.low_frames = 6
   with caplog.at_level(logging.INFO):
     got, loaded = torch_import.load_torch_checkpoint(path, asked)
   _assert_same(variables, loaded)
   for section, key in [('model', 'SEHeads'), ('model', 'N'), ('model', 'num_classes'), ('model', 'rcm_hidden'),
-                       ('model', 'sample_duration'), ('model', 'mlp_dim'), ('dataset', 'low_frames')]:
+                       ('model', 'sample_duration'), ('model', 'mlp_dim'), ('dataset', 'low_frames'),
+                       ('model', 'heads'), ('model', 'width')]:
     assert got[section][key] == config[section][key]
     line = f'checkpoint overrides {section}.{key}: {asked[section][key]} -> {config[section][key]}'
     assert sum(line == r.getMessage() for r in caplog.records) == 1, line
   overrides = [r.getMessage() for r in caplog.records if 'checkpoint overrides' in r.getMessage()]
-  assert len(overrides) == 7, overrides
+  assert len(overrides) == 9, overrides
 
 
 def test_inference_without_frp_and_recoupling(tiny_config, random_variables):
