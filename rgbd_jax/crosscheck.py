@@ -29,6 +29,7 @@ import numpy as np
 
 from rgbd_jax.convert import torch_import
 from rgbd_jax.train import losses as losses_lib
+from rgbd_jax.train import step_check
 
 UNIMODAL_INPUTS = {'video': 3, 'heatmap': 1}  # name -> channels
 FUSION_INPUTS = {'rgb': 3, 'rgb_heatmap': 1, 'depth': 3, 'depth_heatmap': 1}
@@ -106,8 +107,9 @@ def forward(model, variables, inputs: Mapping[str, jax.Array], *, config: ml_col
                            inputs['depth_heatmap'], inputs['target'], temp))
 
 
-# name -> mode function. The training helper registers 'train_step' here.
-MODES: dict[str, Callable[..., dict[str, jax.Array]]] = {'forward': forward}
+# name -> mode function. 'train_step': one training step (rgbd_jax.train.step_check).
+MODES: dict[str, Callable[..., dict[str, jax.Array]]] = {
+    'forward': forward, 'train_step': step_check.crosscheck_mode}
 
 
 def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
@@ -149,9 +151,18 @@ def prepare(checkpoint: str, config: ml_collections.ConfigDict, x64: bool):
   return config, build_model(config), variables
 
 
+@contextlib.contextmanager
 def precision(x64: bool):
-  """Context in which float64 (`x64`) or the default precision is used."""
-  return jax.enable_x64(True) if x64 else contextlib.nullcontext()
+  """Context for a parity run: float64 when `x64`, and full-precision matmuls and convolutions.
+
+  'highest' keeps GPUs/TPUs from using TF32/bfloat16 passes for float32
+  products, which alone would cost ~1e-3 relative error (no effect on CPU).
+  """
+  with contextlib.ExitStack() as stack:
+    if x64:
+      stack.enter_context(jax.enable_x64(True))
+    stack.enter_context(jax.default_matmul_precision('highest'))
+    yield
 
 
 def run_mode(mode: str, config, model, variables, inputs: Mapping[str, np.ndarray], *, epoch: int,
