@@ -1,44 +1,16 @@
 """The original's training step (golden fixture dsn_ntu_rgb, `train` block), float64, 1e-6 relative.
 
-The weights go through a real `.pth.tar` written by torch and read by the
-converter, as a user's checkpoint would.
+Runs the `crosscheck.py --train-step` path end to end: the weights go through
+a real `.pth.tar` written by torch and read by the converter, the inputs
+through an NCTHW `.npz` with `target`.
 """
 
-import json
-import os
-import zlib
-
-import jax
 import numpy as np
 import pytest
-import torch
 
-from rgbd_jax import configs
-from rgbd_jax.convert import torch_import
-from rgbd_jax.train import step_check
+from rgbd_jax import crosscheck
 
-GOLDEN = os.path.join(os.path.dirname(__file__), 'golden')
 TOL = 1e-6
-
-
-def _synthetic_weight(seed, key, shape):
-  # The fixture's recipe for its weights (tests/golden/README.md).
-  rng = np.random.default_rng([seed, zlib.crc32(key.encode('utf-8'))])
-  if key.endswith('num_batches_tracked'):
-    return np.array(1000, np.int64)
-  if key.endswith('running_var'):
-    v = rng.uniform(0.5, 1.5, shape)
-  elif key.endswith('running_mean'):
-    v = rng.normal(0.0, 0.1, shape)
-  elif 'pos_embedding' in key or 'cls_token' in key:
-    v = rng.normal(0.0, 1.0, shape)
-  elif key.endswith('weight') and len(shape) == 1:
-    v = 1.0 + rng.normal(0.0, 0.1, shape)
-  elif key.endswith('weight'):
-    v = rng.normal(0.0, 1.0, shape) / np.sqrt(np.prod(shape[1:]))
-  else:
-    v = rng.normal(0.0, 0.02, shape)
-  return np.asarray(v).astype(np.float32)
 
 
 def _rel(ours, ref):
@@ -47,21 +19,15 @@ def _rel(ours, ref):
 
 
 @pytest.fixture(scope='module')
-def golden_step(tmp_path_factory):
-  meta = json.load(open(os.path.join(GOLDEN, 'dsn_ntu_rgb.json')))
-  ref = np.load(os.path.join(GOLDEN, 'dsn_ntu_rgb.npz'))
-  state_dict = {k: torch.from_numpy(_synthetic_weight(meta['seed'], k, tuple(shape)))
-                for k, shape, _ in meta['layout']}
-  path = str(tmp_path_factory.mktemp('golden') / 'model_best.pth.tar')
-  torch.save({'model': state_dict, 'optimizer': {}, 'epoch': 100, 'bestacc': 0.0}, path)
+def golden_step(golden_case, tmp_path_factory):
+  case = golden_case('dsn_ntu_rgb')
+  tmp = tmp_path_factory.mktemp('golden_train')
+  case.write_checkpoint(tmp / 'model_best.pth.tar')
+  inputs = dict(case.inputs(), target=case.arrays['input/target'].astype(np.int64))
+  np.savez(tmp / 'in.npz', **inputs)
 
-  t = meta['train']
-  config = configs.base_config()  # the base config holds NTU.yml's values
-  config.model.num_classes = meta['overrides']['num_classes']
-  config.model.Network = meta['overrides']['Network']
-  config.model.dtype = 'float64'
-  config.model.sample_size = meta['input']['S']
-  config.model.sample_duration = meta['input']['T']
+  t = case.meta['train']
+  config = case.config()
   config.common.learning_rate = t['lr']
   config.common.momentum = t['momentum']
   config.common.weight_decay = t['weight_decay']
@@ -69,20 +35,19 @@ def golden_step(tmp_path_factory):
   config.common.loss_lamdb = [float(x) for x in t['loss_lamdb']]
   config.common.label_smoothing = t['label_smoothing']
   config.common.distill = t['distill_weight']
-  epoch = meta['overrides']['epoch']
-  # the fixture's step has the distillation on: this epoch is past the warm-up
-  assert epoch >= config.common.scheduler.warm_up_epochs
+  # the fixture's step has the distillation on: its epoch is past the warm-up
+  assert case.epoch >= config.common.scheduler.warm_up_epochs
 
-  with jax.enable_x64(True):
-    config, variables = torch_import.load_torch_checkpoint(path, config)
-    x = (ref['input/x_u8'].astype(np.float32) - 127.5) / 128
-    g = ref['input/garr_u8'].astype(np.float32) / 64
-    batch = {'video': np.transpose(x, (0, 2, 3, 4, 1)).astype(np.float64),
-             'heatmap': np.transpose(g, (0, 2, 3, 4, 1)).astype(np.float64),
-             'label': ref['input/target']}
-    out = step_check.train_step_outputs(config, variables, batch, epoch=epoch, keys=t['grad_keys'])
-  before = {k: state_dict[k].numpy().astype(np.float64) for k in t['grad_keys']}
-  return meta, ref, dict(out, **{f'before/{k}': v for k, v in before.items()})
+  code = crosscheck.main(config, str(tmp / 'model_best.pth.tar'), str(tmp / 'in.npz'),
+                         str(tmp / 'out.npz'), epoch=case.epoch, x64=True, mode='train_step',
+                         keys=t['grad_keys'])
+  assert code == 0
+  with np.load(tmp / 'out.npz') as z:
+    out = {k: z[k] for k in z.files}
+  sd = case.state_dict()
+  out.update({f'before/{k}': sd[k].astype(np.float64) for k in t['grad_keys']})
+  ref = {k[len('train/'):]: v for k, v in case.arrays.items() if k.startswith('train/')}
+  return case.meta, {f'train/{k}': v for k, v in ref.items()}, out
 
 
 def test_losses_logits_and_global_norm(golden_step):

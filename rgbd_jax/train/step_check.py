@@ -112,3 +112,15 @@ def train_step_outputs(config: ml_collections.ConfigDict, variables: Mapping[str
     if e.kind == 'stat':
       out[f'bn_after/{e.key}'] = after[e.key]
   return out
+
+
+def crosscheck_mode(model, variables: Mapping[str, Any], inputs: Mapping[str, Any], *,
+                    config: ml_collections.ConfigDict, epoch: int, keys: Sequence[str] = ()
+                    ) -> dict[str, np.ndarray]:
+  """`crosscheck.py --train-step`: the mode function (NTHWC inputs with `target`)."""
+  del model  # rebuilt without dropout and with centre frame sampling
+  if 'target' not in inputs:
+    raise ValueError('--train-step needs `target` (B,) in the inputs .npz (the step\'s labels)')
+  batch = {k: v for k, v in inputs.items() if k != 'target'}
+  batch['label'] = inputs['target']
+  return train_step_outputs(config, variables, batch, epoch=epoch, keys=keys)
