@@ -79,15 +79,15 @@ class ClipLoader:
       out[stream + '_heatmap'] = dynamic_image.heatmap(clip, self.w)
     return out
 
-  def empty(self, i: int) -> dict:
+  def empty(self, i: int | None = None) -> dict:
     """A masked-out placeholder of the right shapes (padding, or a skipped video)."""
+    del i  # every placeholder is the same
     t, s = self.duration, self.size
     out = {'label': np.int32(0), 'mask': np.bool_(False), 'index': np.int32(-1)}
     for stream in self.streams:
       clip_key, heat_key = self.keys[stream]
       out[clip_key] = np.zeros((t, s, s, 3), np.float32)
       out[heat_key] = np.zeros((t, s, s, 1), np.float32)
-    del i
     return out
 
   def __call__(self, i: int, rng: np.random.Generator | None = None) -> dict:

@@ -6,7 +6,6 @@ out of decoding are the same whichever source is used.
 
 from __future__ import annotations
 
-import os
 from typing import Protocol, Sequence
 
 import ml_collections
@@ -102,7 +101,3 @@ def make_source(config: ml_collections.ConfigDict, phase: str) -> Source:
       raise ValueError("common.source='tfds' needs common.tfds_data_dir (the --data-dir of prepare_tfds.py)")
     return TfdsSource(config, phase)
   raise ValueError(f"common.source must be 'folder' or 'tfds', got {config.common.source!r}")
-
-
-def describe(source: Source) -> str:
-  return f'{type(source).__name__}({os.fspath(source.path)}, {len(source.records)} videos)'
