@@ -6,7 +6,7 @@ before any work is split up:
 * training: the usable videos, padded with random repeats to a multiple of the
   global batch (as the original does), permuted afresh each epoch; epochs are
   concatenated into one infinite stream. The clip at global position g
-  (epoch e = g // L, k = g % L) is drawn with `default_rng([seed, e, k])`.
+  (epoch e = g // L, k = g % L) is drawn with a generator seeded from (seed, e, k).
 * evaluation: one pass in split-file order; the last global batch is padded
   with masked-out zero samples.
 
@@ -34,7 +34,8 @@ import numpy as np
 from rgbd_jax.data import clips
 from rgbd_jax.data import sources
 
-_PAD_STREAM = 0x7061  # distinguishes the padding draw from the per-epoch permutations
+# Tags that keep the seeds of the different draws apart.
+_PAD, _PERMUTATION, _CLIP, _REPLACEMENT = range(4)
 _INFINITE = 1 << 62
 _MAX_REPLACEMENTS = 10  # training: usable videos tried in place of a skipped one
 
@@ -60,7 +61,7 @@ class _Plan:
     self.shuffle = shuffle
     if train:
       extra = padded_length(num_videos, global_batch_size) - num_videos
-      pad = np.random.default_rng([self.seed, _PAD_STREAM]).integers(0, num_videos, extra)
+      pad = np.random.default_rng([self.seed, _PAD]).integers(0, num_videos, extra)
       self.order = np.concatenate([np.arange(num_videos), pad])
     else:
       self.order = np.arange(num_videos)
@@ -70,19 +71,19 @@ class _Plan:
   def _epoch_order(self, epoch: int) -> np.ndarray:
     if not self.shuffle:
       return self.order
-    return self.order[np.random.default_rng([self.seed, epoch]).permutation(self.epoch_length)]
+    return self.order[np.random.default_rng([self.seed, _PERMUTATION, epoch]).permutation(self.epoch_length)]
 
   def __call__(self, g: int) -> tuple[int | None, np.random.Generator | None]:
     epoch, k = divmod(g, self.epoch_length)
     if not self.train and epoch > 0:
       return None, None  # padding of the last evaluation batch
     record = int(self._epoch_order(epoch)[k])
-    rng = np.random.default_rng([self.seed, epoch, k]) if self.train else None
+    rng = np.random.default_rng([self.seed, _CLIP, epoch, k]) if self.train else None
     return record, rng
 
   def replacement_rng(self, g: int, attempt: int) -> np.random.Generator:
     epoch, k = divmod(g, self.epoch_length)
-    return np.random.default_rng([self.seed, epoch, k, attempt])
+    return np.random.default_rng([self.seed, _REPLACEMENT, epoch, k, attempt])
 
 
 class _Element:
