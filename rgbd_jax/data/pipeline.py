@@ -160,8 +160,16 @@ def make_dataset(config: ml_collections.ConfigDict, phase: str, *, global_batch_
     # grain's worker start-up reads absl flags; a library caller (tests, notebooks) may not have parsed any.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch))
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch),
+                        worker_init_fn=_init_worker)
   return ds
+
+
+def _init_worker(worker_index: int, worker_count: int) -> None:
+  """Workers are the parallelism: no OpenCV thread pool inside each of them."""
+  del worker_index, worker_count
+  import cv2  # pylint: disable=g-import-not-at-top
+  cv2.setNumThreads(1)
 
 
 def make_loader(config: ml_collections.ConfigDict, phase: str, *, global_batch_size: int,
