@@ -206,7 +206,8 @@ def measure(args: argparse.Namespace) -> dict:
     fast_loader = clips.ClipLoader(fast_config, 'valid')
     loader(0), fast_loader(0)  # warm caches and imports
 
-    results = {'frames_per_video': args.frames, 'sample_size': args.sample_size,
+    results = {'cpu_count': os.cpu_count(), 'load_average_1min': os.getloadavg()[0],
+               'frames_per_video': args.frames, 'sample_size': args.sample_size,
                'clip': f'{config.model.sample_duration} frames of 640x480 JPEG -> {args.sample_size}x{args.sample_size}'}
     runs = {'ours': lambda: loader(0), 'fast': lambda: fast_loader(0)}
     if not args.skip_original:
@@ -257,7 +258,8 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def _print(results: dict) -> None:
-  print(f'evaluation clip: {results["clip"]} (video of {results["frames_per_video"]} frames)')
+  print(f'evaluation clip: {results["clip"]} (video of {results["frames_per_video"]} frames); '
+        f'{results["cpu_count"]} cores, load average {results["load_average_1min"]:.1f} at the start')
   if 'original_style_s_per_clip' in results:
     print(f'  original-style loader, one core : {results["original_style_s_per_clip"]:.3f} s/clip')
   print(f'  ours (identical), one core      : {results["ours_s_per_clip"]:.3f} s/clip'
