@@ -117,3 +117,12 @@ def test_dump_clips_script_from_tfds_build_depth(tmp_path):
 def test_dump_clips_limit():
   arrays = dump.collect(_ntu_config('rgb'), 'valid', limit=1, progress=False)
   assert arrays['video'].shape[0] == 1 and list(arrays['name']) == ['S001C001P001R001A001_rgb']
+
+
+def test_tfds_default_phases_are_the_split_files_present():
+  from rgbd_jax.data import tfds_builder
+  config = _ntu_config('rgb')
+  assert tfds_builder.default_phases(config) == ['valid']
+  assert tfds_builder.config_name(config) == 'ntu_cs_rgb'
+  config.model.Network = 'FusionNet'
+  assert tfds_builder.config_name(config) == 'ntu_cs_rgb_depth'
