@@ -234,3 +234,37 @@ def test_heatmap_matches_per_window_loop(t, w, size):
 def test_heatmap_of_a_still_clip_is_zero():
   clip = np.full((20, 16, 16, 3), 77, np.uint8)
   assert not dynamic_image.heatmap(clip, 10).any()
+
+
+def test_depth_frame_through_the_whole_transform_in_the_original_order():
+  rng = np.random.default_rng(5)
+  d16 = np.zeros((424, 512), np.uint16)
+  d16[100:300, 150:330] = rng.integers(1500, 2600, (200, 180))
+  img = Image.fromarray(d16)
+  assert img.mode in transforms.SINGLE_CHANNEL_MODES
+  c = _config()
+  p = transforms.ClipParams(crop=(20, 4, 244, 228), flip=True, angle=5, blur=False)
+  ours = transforms.FrameTransform(c, p)(img, 'depth.png')
+  u8 = np.uint8(255 * np.asarray(img))                                   # the original's wrap
+  roi = depth.roi_crop(u8)
+  jet = cv2.applyColorMap(roi, cv2.COLORMAP_JET)                          # BGR, kept
+  h, w = jet.shape[:2]
+  rotated = cv2.warpAffine(jet, cv2.getRotationMatrix2D((w / 2, h / 2), 5, 1.0), (w, h))
+  ref = Image.fromarray(rotated).resize((320, 240)).crop(p.crop)
+  ref = np.asarray(ref.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((64, 64)))
+  np.testing.assert_array_equal(ours, ref)
+
+
+def test_training_blur_is_drawn_per_frame_and_seeded():
+  c = _config(Blur=True)
+  params = transforms.clip_params(c, True, np.random.default_rng(0))
+  assert params.blur
+  img = _image(640, 480, seed=6)
+  run = lambda: [transforms.FrameTransform(c, params, np.random.default_rng(1))(img, 'x') for _ in range(1)]
+  frames = [transforms.FrameTransform(c, params, rng)(img, 'x')
+            for rng in [np.random.default_rng(s) for s in range(12)]]
+  plain = transforms.FrameTransform(c, transforms.ClipParams(params.crop, params.flip, params.angle, False))(img, 'x')
+  blurred = [not np.array_equal(f, plain) for f in frames]
+  assert any(blurred) and not all(blurred)  # probability 0.5 per frame
+  np.testing.assert_array_equal(run()[0], run()[0])
+  assert not transforms.clip_params(c, False, None).blur  # never at evaluation

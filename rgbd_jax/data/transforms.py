@@ -37,7 +37,9 @@ from rgbd_jax.data import depth
 RESAMPLE = Image.Resampling.BICUBIC
 RGB_MODES = ('RGB',)
 SINGLE_CHANNEL_MODES = ('L', 'I', 'I;16', 'I;16L', 'I;16B')
-# The original's GaussianBlur: probability and radius range.
+# The original's GaussianBlur, drawn per frame: probability and radius range. (Its training
+# script builds the validation set after the training set, which overwrites the global phase its
+# blur test reads, so `Blur: True` never blurred there; every released config has it False.)
 BLUR_P, BLUR_RADIUS = 0.5, (0.1, 2.0)
 
 
