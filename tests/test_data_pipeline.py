@@ -99,17 +99,22 @@ def test_train_clips_do_not_depend_on_process_count(config):
 
 def test_resume_mid_epoch_from_state_with_workers(config):
   """Workers give the in-process batches; a saved state resumes exactly on a fresh iterator."""
+  import grain
   in_process = take(pipeline.make_loader(config, 'train', global_batch_size=2, process_index=0, process_count=1), 5)
   with_workers = config.copy_and_resolve_references()
   with_workers.common.num_workers = 2
   it = pipeline.make_loader(with_workers, 'train', global_batch_size=2, process_index=0, process_count=1)
+  assert isinstance(it, grain.DatasetIterator)
   first = take(it, 3)
   state = it.get_state()
+  assert state['next_batch'] == 3
   rest = take(it, 2)
   assert_batches_equal(first + rest, in_process)
-  fresh = pipeline.make_loader(with_workers, 'train', global_batch_size=2, process_index=0, process_count=1)
+  # The state does not depend on the workers: resume in-process (a machine with other cores).
+  fresh = pipeline.make_loader(config, 'train', global_batch_size=2, process_index=0, process_count=1)
   fresh.set_state(state)
   assert_batches_equal(take(fresh, 2), rest)
+  it.close()
 
 
 def test_resume_in_process(config):
@@ -151,3 +156,13 @@ def test_bad_batch_arguments(config):
     pipeline.make_loader(config, 'valid', global_batch_size=4, process_index=2, process_count=2)
   with pytest.raises(ValueError, match="phase must be 'train' or 'valid'"):
     pipeline.make_loader(config, 'test', global_batch_size=4, process_index=0, process_count=1)
+
+
+def test_state_of_another_loader_is_refused(config):
+  it = pipeline.make_loader(config, 'train', global_batch_size=2, process_index=0, process_count=1)
+  state = it.get_state()
+  other = pipeline.make_loader(config, 'train', global_batch_size=4, process_index=0, process_count=1)
+  with pytest.raises(ValueError, match='global_batch_size=2'):
+    other.set_state(state)
+  with pytest.raises(ValueError, match='not a data iterator state'):
+    other.set_state({'next_index': 3})

@@ -130,39 +130,57 @@ def steps_per_epoch(config: ml_collections.ConfigDict, phase: str, global_batch_
 
 def make_dataset(config: ml_collections.ConfigDict, phase: str, *, global_batch_size: int,
                  seed: int | None = None, process_index: int | None = None,
-                 process_count: int | None = None, shuffle: bool | None = None) -> grain.IterDataset:
-  """The grain IterDataset behind `make_loader` (batches of this process's slice)."""
-  if process_index is None or process_count is None:
-    import jax  # only to learn this process's place; nothing is put on devices here
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} out of range for process_count={process_count}')
-  seed = config.common.seed if seed is None else seed
-  train = phase == 'train'
-  shuffle = train if shuffle is None else shuffle
-  local_batch = _check_batch(global_batch_size, process_count)
+                 process_count: int | None = None, shuffle: bool | None = None,
+                 start_batch: int = 0) -> grain.IterDataset:
+  """The grain IterDataset behind `make_loader`: this process's batches from `start_batch` on."""
+  spec = _Spec.create(config, phase, global_batch_size, seed, process_index, process_count, shuffle)
+  return spec.dataset(start_batch)
 
-  loader = clips.ClipLoader(config, phase)
-  plan = _Plan(len(loader), global_batch_size, seed, train, shuffle)
-  steps = _INFINITE // local_batch if train else math.ceil(len(loader) / global_batch_size)
-  element = _Element(loader, plan, local_batch, global_batch_size, process_index)
 
-  # Batched as a MapDataset, so that a batch is one element: worker processes then each compute
-  # whole batches, and which rows form a batch does not depend on the number of workers.
-  ds = grain.MapDataset.range(steps * local_batch).map(element).batch(local_batch)
-  prefetch = max(int(config.common.prefetch), 1)
-  workers = int(config.common.num_workers)
-  # In-process, `prefetch` threads compute batches ahead (decoding and OpenCV release the GIL);
-  # with worker processes, each computes its batches one at a time.
-  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1 if workers else prefetch, prefetch_buffer_size=prefetch))
-  if workers > 0:
-    # grain's worker start-up reads absl flags; a library caller (tests, notebooks) may not have parsed any.
-    if not flags.FLAGS.is_parsed():
-      flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch),
-                        worker_init_fn=_init_worker)
-  return ds
+class _Spec:
+  """Everything that fixes the batches: the sample plan and this process's slice."""
+
+  def __init__(self, config, phase, global_batch_size, seed, process_index, process_count, shuffle):
+    self.config, self.phase = config, phase
+    self.global_batch_size, self.seed = global_batch_size, seed
+    self.local_batch = _check_batch(global_batch_size, process_count)
+    self.loader = clips.ClipLoader(config, phase)
+    train = phase == 'train'
+    self.plan = _Plan(len(self.loader), global_batch_size, seed, train, shuffle)
+    self.steps = _INFINITE // self.local_batch if train else math.ceil(len(self.loader) / global_batch_size)
+    self.element = _Element(self.loader, self.plan, self.local_batch, global_batch_size, process_index)
+
+  @classmethod
+  def create(cls, config, phase, global_batch_size, seed, process_index, process_count, shuffle):
+    if process_index is None or process_count is None:
+      import jax  # only to learn this process's place; nothing is put on devices here
+      process_index = jax.process_index() if process_index is None else process_index
+      process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+      raise ValueError(f'process_index={process_index} out of range for process_count={process_count}')
+    seed = int(config.common.seed if seed is None else seed)
+    shuffle = (phase == 'train') if shuffle is None else bool(shuffle)
+    return cls(config, phase, global_batch_size, seed, process_index, process_count, shuffle)
+
+  def dataset(self, start_batch: int) -> grain.IterDataset:
+    if not 0 <= start_batch <= self.steps:
+      raise ValueError(f'start batch {start_batch} out of range (0..{self.steps})')
+    # Batched as a MapDataset, so that a batch is one element: worker processes then each compute
+    # whole batches, and which rows form a batch does not depend on the number of workers.
+    lb = self.local_batch
+    ds = grain.MapDataset.range(start_batch * lb, self.steps * lb).map(self.element).batch(lb)
+    prefetch = max(int(self.config.common.prefetch), 1)
+    workers = int(self.config.common.num_workers)
+    # In-process, `prefetch` threads compute batches ahead (decoding and OpenCV release the GIL);
+    # with worker processes, each computes its batches one at a time.
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1 if workers else prefetch, prefetch_buffer_size=prefetch))
+    if workers > 0:
+      # grain's worker start-up reads absl flags; a library caller (tests, notebooks) may not have parsed any.
+      if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch),
+                          worker_init_fn=_init_worker)
+    return ds
 
 
 def _init_worker(worker_index: int, worker_count: int) -> None:
@@ -172,15 +190,55 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   cv2.setNumThreads(1)
 
 
+class BatchIterator(grain.DatasetIterator):
+  """This process's batches; its state is the number of batches taken (plus what must not change).
+
+  The state does not depend on worker processes or prefetching, so a run can resume with another
+  `common.num_workers`; `set_state` restarts the grain pipeline at the saved batch.
+  """
+
+  def __init__(self, spec: _Spec, start_batch: int = 0):
+    super().__init__()
+    self._spec = spec
+    self._next_batch = start_batch
+    self._it = iter(spec.dataset(start_batch))
+
+  def __next__(self) -> dict:
+    batch = next(self._it)
+    self._next_batch += 1
+    return batch
+
+  def get_state(self) -> dict:
+    return {'next_batch': self._next_batch, 'global_batch_size': self._spec.global_batch_size,
+            'seed': self._spec.seed, 'phase': self._spec.phase}
+
+  def set_state(self, state: dict) -> None:
+    for key in ('global_batch_size', 'seed', 'phase'):
+      if key in state and state[key] != self.get_state()[key]:
+        raise ValueError(f'data iterator state was saved with {key}={state[key]!r}, '
+                         f'this loader has {key}={self.get_state()[key]!r}')
+    if 'next_batch' not in state:
+      raise ValueError(f'not a data iterator state of rgbd_jax.data.pipeline: {state!r}')
+    self.close()
+    self._next_batch = int(state['next_batch'])
+    self._it = iter(self._spec.dataset(self._next_batch))
+
+  def close(self) -> None:
+    close = getattr(self._it, 'close', None)
+    if close is not None:
+      close()
+
+
 def make_loader(config: ml_collections.ConfigDict, phase: str, *, global_batch_size: int,
                 seed: int | None = None, process_index: int | None = None,
-                process_count: int | None = None, shuffle: bool | None = None) -> grain.DatasetIterator:
+                process_count: int | None = None, shuffle: bool | None = None) -> BatchIterator:
   """An iterator of batches (dicts of numpy arrays) for this process; see the module docstring.
 
   Keys: 'video' (b, T, S, S, 3) float32 = (u8 - 127.5) / 128, 'heatmap' (b, T, S, S, 1) float32,
   'label' (b,) int32, 'mask' (b,) bool, 'index' (b,) int32 (entry row in the split file, -1 for
   padding); the fusion network gets 'rgb', 'rgb_heatmap', 'depth', 'depth_heatmap' instead.
   Defaults: seed = config.common.seed, this JAX process, shuffle = (phase == 'train').
+  The iterator is a grain DatasetIterator; get_state() / set_state() resume exactly.
   """
-  return iter(make_dataset(config, phase, global_batch_size=global_batch_size, seed=seed,
-                           process_index=process_index, process_count=process_count, shuffle=shuffle))
+  spec = _Spec.create(config, phase, global_batch_size, seed, process_index, process_count, shuffle)
+  return BatchIterator(spec)
