@@ -21,7 +21,6 @@ throughput of the grain pipeline with worker processes.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
