@@ -3,6 +3,7 @@
 import concurrent.futures
 import multiprocessing
 import os
+import pathlib
 
 import numpy as np
 from PIL import Image
@@ -134,7 +135,7 @@ def test_foreign_folder_and_bad_parameters(tmp_path):
 
 
 def _ensure(root):
-  c = make_config(__import__('pathlib').Path(root), videos=(8, 4))
+  c = make_config(pathlib.Path(root), videos=(8, 4))
   return synthetic.ensure_dataset(c, workers=1, progress=False)
 
 
