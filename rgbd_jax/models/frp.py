@@ -12,7 +12,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 
 def pool_heatmap_to(heat: jax.Array, width: int) -> jax.Array:
@@ -22,7 +21,8 @@ def pool_heatmap_to(heat: jax.Array, width: int) -> jax.Array:
   the loop runs over static shapes, never over frames.
   """
   while heat.shape[2] > width:
-    heat = lax.reduce_window(heat, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID')
+    n, h, w, c = heat.shape
+    heat = heat[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
   return heat
 
 

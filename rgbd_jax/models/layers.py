@@ -14,6 +14,7 @@ Parity notes (the original is TF-"SAME" I3D code on top of PyTorch):
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -42,70 +43,96 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   return total // 2, total - total // 2
 
 
+def _taps(x: jax.Array, axis: int, k: int, stride: int, pad: tuple[int, int]):
+  """The zero-padded input's k strided window taps along `axis`."""
+  if pad != (0, 0):
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = pad
+    x = jnp.pad(x, widths)
+  n = (x.shape[axis] - k) // stride + 1
+  return [lax.slice_in_dim(x, o, o + (n - 1) * stride + 1, stride, axis) for o in range(k)], x.shape[axis]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _max_along(x: jax.Array, axis: int, k: int, stride: int, pad: tuple[int, int]) -> jax.Array:
+  """1-D max pool along `axis`: zero padding `pad`, window k, floor mode."""
+  taps, _ = _taps(x, axis, k, stride, pad)
+  return functools.reduce(jnp.maximum, taps)
+
+
+def _max_along_fwd(x, axis, k, stride, pad):
+  return _max_along(x, axis, k, stride, pad), x
+
+
+def _max_along_bwd(axis, k, stride, pad, x, g):
+  # Like torch's max pool, the whole gradient goes to the first maximal tap
+  # (JAX's own rule for max splits it over ties, and costs more).
+  taps, length = _taps(x, axis, k, stride, pad)
+  out = functools.reduce(jnp.maximum, taps)
+  zero = jnp.zeros((), g.dtype)
+  routed, taken = [], None
+  for tap in taps:
+    hit = tap == out
+    if taken is not None:
+      hit = hit & ~taken
+    taken = hit if taken is None else taken | hit
+    routed.append(jnp.where(hit, g, zero))
+  # Padded position p = r + stride * m receives tap o = r + stride * q of
+  # output m - q: build each residue r by shifts, then interleave them.
+  n = g.shape[axis]
+  m_len = -(-length // stride)
+  residues = []
+  for r in range(stride):
+    acc = None
+    for o in range(r, k, stride):
+      q = (o - r) // stride
+      config = [(0, 0, 0)] * g.ndim
+      config[axis] = (q, m_len - q - n, 0)
+      part = lax.pad(routed[o], zero, config)
+      acc = part if acc is None else acc + part
+    if acc is None:
+      shape = list(g.shape)
+      shape[axis] = m_len
+      acc = jnp.zeros(shape, g.dtype)
+    residues.append(acc)
+  grad = residues[0] if stride == 1 else jnp.stack(residues, axis=axis + 1)
+  shape = list(g.shape)
+  shape[axis] = m_len * stride
+  grad = grad.reshape(shape)
+  return (lax.slice_in_dim(grad, pad[0], pad[0] + x.shape[axis], axis=axis),)
+
+
+_max_along.defvjp(_max_along_fwd, _max_along_bwd)
+
+
 def max_pool_same(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> jax.Array:
   """Zero-padded TF-SAME max pool over the axes just before the channel axis.
 
   `window`/`strides` cover the trailing spatial axes of x (..., *spatial, C).
   The padding value is 0, as the original's `F.pad` before `nn.MaxPool3d`.
+  A max over a box is a max over each axis in turn, and padding each pass
+  with zeros is exact (a pass over padding-only rows gives 0, what the padded
+  box holds there). Slices fuse into cheap loops; XLA's CPU reduce-window is
+  several times slower for these windows.
   """
-  nsp = len(window)
-  spatial = x.shape[-1 - nsp:-1]
-  pads = [(0, 0)] * (x.ndim - 1 - nsp)
-  pads += [same_padding(s, k, st) for s, k, st in zip(spatial, window, strides)]
-  pads += [(0, 0)]
-  if any(p != (0, 0) for p in pads):
-    x = jnp.pad(x, pads)
-  full_window = (1,) * (x.ndim - 1 - nsp) + tuple(window) + (1,)
-  full_strides = (1,) * (x.ndim - 1 - nsp) + tuple(strides) + (1,)
-  return lax.reduce_window(x, -jnp.inf, lax.max, full_window, full_strides, 'VALID')
+  lead = x.ndim - 1 - len(window)
+  # Materialise the input once: otherwise XLA fuses the producer (concat, FRP)
+  # into the pool and recomputes it for every window tap.
+  x = lax.optimization_barrier(x)
+  for i, (k, st) in enumerate(zip(window, strides)):
+    axis = lead + i
+    x = _max_along(x, axis, k, st, same_padding(x.shape[axis], k, st))
+  return x
 
 
 def temporal_max3(x: jax.Array, axis: int) -> jax.Array:
-  """Max over a window of 3 along `axis`, stride 1, zero padding (1, 1).
-
-  Three shifted maxima instead of a windowed reduction: it is what a 3-tap
-  stride-1 pool is, and XLA fuses it into one pass.
-  """
-  zeros = jnp.zeros_like(lax.slice_in_dim(x, 0, 1, axis=axis))
-  prev = jnp.concatenate([zeros, lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)], axis=axis)
-  nxt = jnp.concatenate([lax.slice_in_dim(x, 1, x.shape[axis], axis=axis), zeros], axis=axis)
-  return jnp.maximum(jnp.maximum(prev, x), nxt)
+  """Max over a window of 3 along `axis`, stride 1, zero padding (1, 1)."""
+  return _max_along(x, axis, 3, 1, (1, 1))
 
 
 def max_pool_3x3x3(x: jax.Array) -> jax.Array:
-  """The spatial inception's 3x3x3 stride-1 zero-padded max pool on (B, T, H, W, C).
-
-  A 3x3 pool per frame then a 3-frame max: the max over a zero-padded 3-D
-  window equals the max over frames of each frame's zero-padded 3x3 max, and a
-  padding frame (all zeros) contributes 0, exactly as the zero-padded original.
-  """
-  b, t, h, w, c = x.shape
-  per_frame = max_pool_same(x.reshape(b * t, h, w, c), (3, 3), (1, 1)).reshape(b, t, h, w, c)
-  return temporal_max3(per_frame, axis=1)
-
-
-def _space_to_depth_conv(x: jax.Array, kernel: jax.Array, pads: Sequence[tuple[int, int]]) -> jax.Array:
-  """A stride-2 conv as a stride-1 conv on 2x2 space-to-depth blocks.
-
-  XLA's CPU convolution is slow for few input channels with stride 2 (the 7x7
-  stem conv on RGB); regrouping 2x2 pixels into channels gives a dense
-  stride-1 conv with 4x the channels and a (k+1)//2 kernel that runs ~3x faster.
-  Same products, so the same result up to summation order.
-  """
-  n, h, w, c = x.shape
-  kh, kw, _, o = kernel.shape
-  (pt, pb), (pl, pr) = pads
-  # Pad so the padded size is even and covers the rounded-up kernel.
-  hp, wp = h + pt + pb, w + pl + pr
-  eh, ew = (kh + 1) // 2 * 2, (kw + 1) // 2 * 2
-  oh, ow = (hp - kh) // 2 + 1, (wp - kw) // 2 + 1
-  need_h, need_w = 2 * (oh - 1) + eh, 2 * (ow - 1) + ew
-  x = jnp.pad(x, ((0, 0), (pt, need_h - h - pt), (pl, need_w - w - pl), (0, 0)))
-  x = x.reshape(n, need_h // 2, 2, need_w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-  x = x.reshape(n, need_h // 2, need_w // 2, 4 * c)
-  k = jnp.pad(kernel, ((0, eh - kh), (0, ew - kw), (0, 0), (0, 0)))
-  k = k.reshape(eh // 2, 2, ew // 2, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(eh // 2, ew // 2, 4 * c, o)
-  return lax.conv_general_dilated(x, k, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  """The spatial inception's 3x3x3 stride-1 zero-padded max pool on (B, T, H, W, C)."""
+  return max_pool_same(x, (3, 3, 3), (1, 1, 1))
 
 
 def conv_same(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
@@ -122,8 +149,6 @@ def conv_same(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
   if kernel.ndim == 4:
     kh, kw = kernel.shape[:2]
     pads = [same_padding(x.shape[1], kh, stride), same_padding(x.shape[2], kw, stride)]
-    if stride == 2 and x.shape[-1] <= 4 and kh > 2:
-      return _space_to_depth_conv(x, kernel, pads)
     return lax.conv_general_dilated(x, kernel, (stride, stride), pads,
                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   if kernel.ndim == 3:
@@ -132,13 +157,44 @@ def conv_same(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
   raise ValueError(f'unsupported kernel rank {kernel.ndim}')
 
 
+def column_sum(z: jax.Array) -> jax.Array:
+  """Sum over every axis but the last, as a matmul with a ones vector.
+
+  XLA's CPU backend rewrites large reductions into slow reduce-window trees;
+  a matrix-vector product streams the data once, vectorised and threaded.
+  """
+  z = z.reshape(-1, z.shape[-1])
+  return jnp.ones((z.shape[0],), z.dtype) @ z
+
+
 def batch_moments(y: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Per-channel mean and biased variance over every axis but the last (two-pass, in >= float32)."""
   y = y.astype(jnp.promote_types(y.dtype, jnp.float32))
-  axes = tuple(range(y.ndim - 1))
-  mean = jnp.mean(y, axis=axes)
-  var = jnp.mean(jnp.square(y - mean), axis=axes)
+  count = y.size // y.shape[-1]
+  mean = column_sum(y) / count
+  var = column_sum(jnp.square(y - mean)) / count
   return mean, var
+
+
+@jax.custom_vjp
+def scale_shift(y: jax.Array, mult: jax.Array, shift: jax.Array) -> jax.Array:
+  """y * mult + shift per channel (last axis); its gradient sums with `column_sum`."""
+  return y * mult.astype(y.dtype) + shift.astype(y.dtype)
+
+
+def _scale_shift_fwd(y, mult, shift):
+  return scale_shift(y, mult, shift), (y, mult, shift)
+
+
+def _scale_shift_bwd(res, g):
+  y, mult, shift = res
+  acc = jnp.promote_types(g.dtype, jnp.float32)
+  d_mult = column_sum(g.astype(acc) * y.astype(acc)).astype(mult.dtype)
+  d_shift = column_sum(g.astype(acc)).astype(shift.dtype)
+  return g * mult.astype(g.dtype), d_mult, d_shift
+
+
+scale_shift.defvjp(_scale_shift_fwd, _scale_shift_bwd)
 
 
 class TorchBatchNorm(nn.Module):
@@ -180,7 +236,7 @@ class TorchBatchNorm(nn.Module):
       mult, shift = self.train_affine(mean, var, y.size // y.shape[-1])
     else:
       mult, shift = self.eval_affine()
-    return (y * mult.astype(y.dtype) + shift.astype(y.dtype))
+    return scale_shift(y, mult, shift)
 
 
 class ConvKernel(nn.Module):
@@ -238,7 +294,7 @@ def fused_units(units: Sequence[Unit3D], x: jax.Array, train: bool, dtype: Dtype
       start += u.features
     mult = jnp.concatenate([a[0] for a in affines])
     shift = jnp.concatenate([a[1] for a in affines])
-    y = y * mult.astype(dtype) + shift.astype(dtype)
+    y = scale_shift(y, mult, shift)
   else:
     affines = [u.bn.eval_affine() for u in units]
     mult = jnp.concatenate([a[0] for a in affines])

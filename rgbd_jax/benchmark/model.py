@@ -1,0 +1,282 @@
+"""Network speed: evaluation forward per clip and one training step, beside the original.
+
+    python scripts/benchmark.py model                       # ours (float32, the papers' architecture)
+    python scripts/benchmark.py model --original /path/to/MotionRGBD --json out.json
+
+Times, after warm-up: the evaluation forward (B=1, T=64, 224x224 by default)
+and a training step (forward + backward + SGD update with BatchNorm batch
+statistics and dropout on; B=2, T=64, 96x96 by default). FLOPs come from XLA's
+cost analysis of the compiled function (the network is ~146 GFLOP per clip
+forward at 224x224); the achieved rate is also given as a fraction of a large
+float32 matmul's rate measured here. With --original, the PyTorch DSNNet of the
+original repository runs the same shapes in the same process (torch threads =
+the cores JAX uses).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import types
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rgbd_jax import configs
+from rgbd_jax.models.build import build_model
+from rgbd_jax.models.compile import compiler_options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--eval-batch', type=int, default=1, help='clips per evaluation forward (default 1)')
+  parser.add_argument('--eval-size', type=int, default=224, help='evaluation H = W (default 224)')
+  parser.add_argument('--train-batch', type=int, default=2, help='clips per training step (default 2)')
+  parser.add_argument('--train-size', type=int, default=96, help='training H = W (default 96)')
+  parser.add_argument('--frames', type=int, default=64, help='T, frames per clip (default 64)')
+  parser.add_argument('--classes', type=int, default=60, help='classes of the heads (default 60, NTU)')
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'], help='compute dtype')
+  parser.add_argument('--repeats', type=int, default=3, help='timed runs after warm-up; the median is reported')
+  parser.add_argument('--warmup', type=int, default=1, help='untimed runs after compilation (default 1)')
+  parser.add_argument('--matmul', type=int, default=4096, help='size N of the N x N float32 matmul reference')
+  parser.add_argument('--skip-eval', action='store_true', help='do not time the evaluation forward')
+  parser.add_argument('--skip-train', action='store_true', help='do not time the training step')
+  parser.add_argument('--original', default='',
+                      help='path to the original MotionRGBD repository: also time its PyTorch DSNNet')
+  parser.add_argument('--json', default='', help='write the figures to this JSON file')
+
+
+def _time(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get('flops', float('nan'))) if cost else float('nan')
+
+
+def matmul_rate(n: int, repeats: int) -> float:
+  """GFLOP/s of an n x n float32 matmul (the machine's practical peak for XLA).
+
+  The better of XLA's default CPU path and the options the network is compiled with.
+  """
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  best = 0.0
+  for options in (None, compiler_options()):
+    f = jax.jit(lambda x, y: x @ y, compiler_options=options or None)
+    seconds = _time(lambda: f(a, a).block_until_ready(), 1, repeats)
+    best = max(best, 2 * n ** 3 / seconds / 1e9)
+  return best
+
+
+def _config(args):
+  c = configs.base_config()
+  c.model.num_classes = args.classes
+  c.model.sample_duration = args.frames
+  c.model.dtype = args.dtype
+  return c
+
+
+def _inputs(b, t, s, seed=0):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  video = jax.random.uniform(k1, (b, t, s, s, 3), jnp.float32, -1.0, 1.0)
+  heat = jax.random.uniform(k2, (b, t, s, s, 1), jnp.float32)
+  return video, heat
+
+
+def ours_eval(args) -> dict:
+  model = build_model(_config(args))
+  video, heat = _inputs(args.eval_batch, args.frames, args.eval_size)
+  variables = jax.jit(lambda v, h: model.init(jax.random.PRNGKey(0), v, h, train=False))(
+      video[:, :, :32, :32], heat[:, :, :32, :32])
+  fwd = jax.jit(lambda v, x, h: model.apply(v, x, h, train=False, temp=0.07),
+                compiler_options=compiler_options())
+  compiled = fwd.lower(variables, video, heat).compile()
+  seconds = _time(lambda: jax.block_until_ready(compiled(variables, video, heat)), args.warmup, args.repeats)
+  return {'seconds': seconds, 'clips_per_s': args.eval_batch / seconds, 'gflop': _flops(compiled) / 1e9}
+
+
+def _ls_ce(logits, labels, eps=0.1):
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]
+  return jnp.mean((1 - eps) * nll + eps * jnp.mean(-logp, axis=-1))
+
+
+def ours_train(args) -> dict:
+  config = _config(args)
+  model = build_model(config)
+  video, heat = _inputs(args.train_batch, args.frames, args.train_size)
+  labels = jnp.arange(args.train_batch) % args.classes
+  variables = jax.jit(lambda v, h: model.init(jax.random.PRNGKey(0), v, h, train=False))(
+      video[:, :, :32, :32], heat[:, :, :32, :32])
+  tx = optax.chain(optax.clip_by_global_norm(config.model.grad_clip),
+                   optax.add_decayed_weights(config.common.weight_decay),
+                   optax.sgd(config.common.learning_rate, momentum=config.common.momentum))
+  state = (variables['params'], variables['batch_stats'], tx.init(variables['params']))
+
+  def step(state, video, heat, labels, rng):
+    params, batch_stats, opt_state = state
+    k_drop, k_frames = jax.random.split(rng)
+
+    def loss_fn(p):
+      out, mutated = model.apply({'params': p, 'batch_stats': batch_stats}, video, heat, train=True,
+                                 temp=0.07, rngs={'dropout': k_drop, 'frames': k_frames},
+                                 mutable=['batch_stats'])
+      ce = _ls_ce(out['logits'], labels) + 0.5 * sum(_ls_ce(out[k], labels) for k in ('xs', 'xm', 'xl'))
+      return ce + out['distillation_loss'], mutated['batch_stats']
+
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), new_stats, opt_state), loss
+
+  jstep = jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
+  rng = jax.random.PRNGKey(1)
+  compiled = jstep.lower(state, video, heat, labels, rng).compile()
+  holder = [state]
+
+  def run_once():
+    holder[0], loss = compiled(holder[0], video, heat, labels, rng)
+    loss.block_until_ready()
+
+  seconds = _time(run_once, args.warmup, args.repeats)
+  return {'seconds': seconds, 'clips_per_s': args.train_batch / seconds, 'gflop': _flops(compiled) / 1e9}
+
+
+# ----------------------------------------------------------------------------- the original
+
+def _import_original(path: str):
+  """Imports the original's lib/model package with stand-ins for what it imports but does not run.
+
+  torchvision cannot sit beside torch 2.13 here: FRP imports `transforms` and
+  `save_image` (used only by its unused rank-pooling path); DSN imports the
+  repository's `utils` package (matplotlib/sklearn/seaborn) for checkpoint
+  loading only. `.cuda()` becomes a no-op so the CPU runs it.
+  """
+  import importlib.util
+  import torch
+
+  if not os.path.isdir(os.path.join(path, 'lib', 'model')):
+    raise FileNotFoundError(f'--original: {path}/lib/model not found (expected the MotionRGBD repository)')
+  stub = lambda name, **attrs: sys.modules.setdefault(name, types.ModuleType(name)).__dict__.update(attrs)
+  unused = lambda *a, **k: None
+  stub('torchvision')
+  stub('torchvision.transforms', Grayscale=unused)
+  stub('torchvision.utils', save_image=unused, make_grid=unused)
+  sys.modules['torchvision'].transforms = sys.modules['torchvision.transforms']
+  sys.modules['torchvision'].utils = sys.modules['torchvision.utils']
+  stub('utils', load_pretrained_checkpoint=unused, load_checkpoint=unused)
+  torch.Tensor.cuda = lambda self, *a, **k: self
+  torch.nn.Module.cuda = lambda self, *a, **k: self
+  spec = importlib.util.spec_from_file_location(
+      'motionrgbd_model', os.path.join(path, 'lib', 'model', '__init__.py'),
+      submodule_search_locations=[os.path.join(path, 'lib', 'model')])
+  module = importlib.util.module_from_spec(spec)
+  sys.modules['motionrgbd_model'] = module
+  spec.loader.exec_module(module)
+  return module, torch
+
+
+def _original_args(args, config):
+  m, d = config.model, config.dataset
+  return argparse.Namespace(
+      frp=m.frp, w=m.w, low_frames=d.low_frames, media_frames=d.media_frames, high_frames=d.high_frames,
+      temp=list(m.temp), N=m.N, knn_attention=m.knn_attention, SEHeads=m.SEHeads, dataset=config.common.dataset,
+      recoupling=m.recoupling, Network='I3DWTrans', sharpness=m.sharpness, epoch=99, epochs=config.common.epochs,
+      temper=m.temper, num_classes=args.classes)
+
+
+def original(args) -> dict:
+  module, torch = _import_original(args.original)
+  torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+  config = _config(args)
+  net = module.DSNNet(_original_args(args, config), num_classes=args.classes, pretrained=False)
+  out = {}
+  if not args.skip_eval:
+    net.eval()
+    video, heat = (torch.from_numpy(np.array(a)).permute(0, 4, 1, 2, 3).contiguous()
+                   for a in _inputs(args.eval_batch, args.frames, args.eval_size))
+
+    def fwd():
+      with torch.no_grad():
+        net(video, heat)
+
+    s = _time(fwd, args.warmup, args.repeats)
+    out['eval'] = {'seconds': s, 'clips_per_s': args.eval_batch / s}
+  if not args.skip_train:
+    net.train()
+    opt = torch.optim.SGD(net.parameters(), lr=config.common.learning_rate, momentum=config.common.momentum,
+                          weight_decay=config.common.weight_decay)
+    video, heat = (torch.from_numpy(np.array(a)).permute(0, 4, 1, 2, 3).contiguous()
+                   for a in _inputs(args.train_batch, args.frames, args.train_size))
+    labels = torch.arange(args.train_batch) % args.classes
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step():
+      opt.zero_grad()
+      (logits, xs, xm, xl), distill, _ = net(video, heat)
+      loss = ce(logits, labels) + 0.5 * (ce(xs, labels) + ce(xm, labels) + ce(xl, labels)) + distill
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(net.parameters(), config.model.grad_clip)
+      opt.step()
+
+    s = _time(step, args.warmup, args.repeats)
+    out['train'] = {'seconds': s, 'clips_per_s': args.train_batch / s}
+  return out
+
+
+# ----------------------------------------------------------------------------- report
+
+def run(args) -> int:
+  cores = len(os.sched_getaffinity(0))
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({cores} cores), dtype {args.dtype}, '
+        f'median of {args.repeats} after {args.warmup} warm-up', flush=True)
+  result = {'cores': cores, 'dtype': args.dtype, 'repeats': args.repeats}
+  result['matmul_gflops'] = matmul_rate(args.matmul, args.repeats)
+  print(f'reference: {args.matmul}x{args.matmul} float32 matmul {result["matmul_gflops"]:.1f} GFLOP/s', flush=True)
+  rows = []
+  if not args.skip_eval:
+    r = ours_eval(args)
+    r['gflops'] = r['gflop'] / r['seconds']
+    result['eval'] = r
+    rows.append(('eval forward', f'B={args.eval_batch} T={args.frames} {args.eval_size}x{args.eval_size}', r))
+  if not args.skip_train:
+    r = ours_train(args)
+    r['gflops'] = r['gflop'] / r['seconds']
+    result['train'] = r
+    rows.append(('train step', f'B={args.train_batch} T={args.frames} {args.train_size}x{args.train_size}', r))
+  if args.original:
+    result['original'] = original(args)
+  print()
+  print(f'{"":13s} {"shape":22s} {"ours s":>8s} {"clips/s":>8s} {"GFLOP":>7s} {"GFLOP/s":>8s} '
+        f'{"of mm":>6s} {"orig s":>8s} {"speed-up":>8s}')
+  for (name, shape, r), key in zip(rows, [k for k in ('eval', 'train') if k in result]):
+    frac = r['gflops'] / result['matmul_gflops']
+    r['fraction_of_matmul'] = frac
+    orig = result.get('original', {}).get(key)
+    orig_s = f'{orig["seconds"]:8.3f}' if orig else f'{"-":>8s}'
+    ratio = f'{orig["seconds"] / r["seconds"]:7.2f}x' if orig else f'{"-":>8s}'
+    if orig:
+      r['speedup_vs_original'] = orig['seconds'] / r['seconds']
+    print(f'{name:13s} {shape:22s} {r["seconds"]:8.3f} {r["clips_per_s"]:8.3f} {r["gflop"]:7.1f} '
+          f'{r["gflops"]:8.1f} {frac:6.1%} {orig_s} {ratio}')
+  print('(the forward is ~146 GFLOP per clip at 224x224; GFLOP counted by XLA cost analysis)')
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(result, f, indent=2)
+    print(f'wrote {args.json}')
+  return 0
