@@ -44,6 +44,19 @@ CHECKPOINTS_DIR = 'checkpoints'
 COLLECTIONS = ('params', 'batch_stats')
 
 
+class _OrbaxInfoFilter(logging.Filter):
+  """Drops Orbax's per-save INFO chatter (dozens of lines per checkpoint); keeps its warnings."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+  absl_logger = logging.getLogger('absl')
+  if not any(isinstance(f, _OrbaxInfoFilter) for f in absl_logger.filters):
+    absl_logger.addFilter(_OrbaxInfoFilter())
+
+
 # ----------------------------------------------------------------- configs
 def config_to_json(config: ml_collections.ConfigDict) -> str:
   return config.to_json_best_effort(indent=2, sort_keys=True)

@@ -104,6 +104,7 @@ def run(*, workdir: str = '', checkpoint_path: str = '', which: str = 'best',
   were saved at, as the original's `--eval_only` does.
   """
   parallel.initialize_from_env()
+  checkpoint.quiet_orbax_logs()
   config, variables, saved_epoch, what = _source_variables(workdir, checkpoint_path, which, config)
   epoch = saved_epoch if epoch is None else epoch
   if epoch is None:

@@ -32,15 +32,10 @@ from rgbd_jax.train import steps
 
 
 def _prepare_data(config: ml_collections.ConfigDict) -> None:
-  """Generates the synthetic dataset on first use (process 0; the others wait)."""
-  if config.common.dataset != 'Synthetic':
-    return
-  from rgbd_jax.data import synthetic  # pylint: disable=g-import-not-at-top
-  if jax.process_index() == 0:
-    synthetic.ensure_dataset(config)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices('synthetic dataset ready')
+  """Generates the synthetic dataset on first use (safe from several processes at once)."""
+  if config.common.dataset == 'Synthetic':
+    from rgbd_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    synthetic.ensure_dataset(config, progress=jax.process_index() == 0)
 
 
 def _log_config(config, mesh, global_batch, spe):
@@ -57,6 +52,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns a summary: best top-1, its epoch, the last evaluation, steps done.
   """
   parallel.initialize_from_env()
+  checkpoint.quiet_orbax_logs()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   c = config.common
