@@ -132,14 +132,21 @@ class DTN(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, tokens: jax.Array, train: bool, temp: Any = 1.0) -> dict[str, jax.Array]:
-    b, t, _ = tokens.shape
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+  def check_frames(self, t: int) -> None:
+    """Clear errors for a clip length the DTN cannot take."""
+    if self.recoupling and t != self.frames:
+      raise ValueError(f'the RCM was built for T={self.frames} frames, got T={t} '
+                       '(model.sample_duration must equal the clip length)')
     for sn in self.branch_frames:
       if sn > t:
         raise ValueError(f'a DTN branch samples {sn} frames but the clip has only T={t} '
                          '(dataset.low_frames/media_frames/high_frames must be <= model.sample_duration)')
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, train: bool, temp: Any = 1.0) -> dict[str, jax.Array]:
+    b, t, _ = tokens.shape
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    self.check_frames(t)
     out = {}
     if self.recoupling:
       tokens, spatial_weights = RCM(self.dim, self.frames, self.se_heads, self.rcm_hidden,

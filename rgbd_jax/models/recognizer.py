@@ -78,6 +78,7 @@ class DSNNet(nn.Module):
     """Per-frame tokens (B, T, dim) and the stem's channel means."""
     needs_heat = self.frp and self.w >= 1
     check_clip(video, heatmap if needs_heat else None)
+    self.dtn.check_frames(video.shape[1])  # before the stem runs, for a quick clear error
     if needs_heat and heatmap is None:
       raise ValueError('this network has FRP (model.frp) and needs the heatmap')
     modules = {name: getattr(self, name) for name, kind, _ in i3d.ENDPOINTS if kind != 'pool'}
