@@ -67,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.common.keep_checkpoints = 1      # new: latest checkpoints kept besides the best
   c.common.label_smoothing = 0.1     # new: eps of the label-smoothing CE (the original hard-codes 0.1)
   c.common.mse_weight = 1.0          # new: weight of the fusion MSE loss (Jester.yml names it)
+  c.common.xla_opt_level = -1        # new: XLA backend optimisation level of the jitted steps (-1: XLA's; 0: fastest compile, short runs)
 
   # ----------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict()

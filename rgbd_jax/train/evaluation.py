@@ -38,7 +38,7 @@ def loader(config: ml_collections.ConfigDict, phase: str, global_batch: int, shu
 
 def make_eval_fn(model, config: ml_collections.ConfigDict):
   return jax.jit(functools.partial(steps.eval_step, model=model, config=config),
-                 compiler_options=parallel.compiler_options())
+                 compiler_options=parallel.compiler_options(int(config.common.xla_opt_level)))
 
 
 def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh, eval_fn,

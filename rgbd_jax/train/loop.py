@@ -93,7 +93,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_fn = jax.jit(functools.partial(steps.train_step, model=model, config=config, tx=tx,
                                        schedule=schedule), donate_argnums=(0,),
-                     compiler_options=parallel.compiler_options())
+                     compiler_options=parallel.compiler_options(int(c.xla_opt_level)))
   eval_fn = evaluation.make_eval_fn(model, config)
 
   # ------------------------------------------------------------------ loop

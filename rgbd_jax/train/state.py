@@ -78,8 +78,10 @@ def create_train_state(model, config: ml_collections.ConfigDict, tx: optax.Gradi
   replicated = parallel.replicated(mesh)
 
   if variables is None:
-    fresh = jax.jit(lambda r: init_variables(model, config, r),
-                    out_shardings=replicated)(init_rng)
+    # Runs once: compile it for compile speed (about 2x faster to build), not run speed.
+    options = parallel.compiler_options(opt_level=0)
+    fresh = jax.jit(lambda r: init_variables(model, config, r), out_shardings=replicated,
+                    compiler_options=options)(init_rng)
     variables = fresh if on_variables is None else on_variables(jax.device_get(fresh))
 
   def make(variables):
