@@ -1,5 +1,7 @@
 """Tiny unimodal and fusion networks: shapes, modes, determinism, compilation, bad inputs."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +39,9 @@ def clip(b=2, t=T, s=S, seed=0, channels=3):
 
 
 RNGS = {'dropout': jax.random.PRNGKey(7), 'frames': jax.random.PRNGKey(8)}
+# Tiny graphs run once or twice here: compile fast rather than optimise (the bulk of these tests' time).
+jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0,
+                                                   'xla_llvm_disable_expensive_passes': True})
 
 
 def fake_variables(model, *inputs, seed=0):
@@ -72,7 +77,7 @@ def test_dsn_eval_outputs_and_determinism(dsn):
     traces.append(1)
     return model.apply(v, x, h, train=False, temp=t)
 
-  apply = jax.jit(fwd)
+  apply = jit(fwd)
   out = apply(variables, video, heat, 0.5)
   for k in ('logits', 'xs', 'xm', 'xl'):
     assert out[k].shape == (2, CLASSES)
@@ -94,7 +99,7 @@ def test_dsn_eval_outputs_and_determinism(dsn):
 
 def test_dsn_train_mode_uses_batch_stats_dropout_and_frames(dsn):
   model, variables, video, heat = dsn
-  step = jax.jit(lambda v, x, h, r: model.apply(v, x, h, train=True, temp=1.0, rngs=r, mutable=['batch_stats']))
+  step = jit(lambda v, x, h, r: model.apply(v, x, h, train=True, temp=1.0, rngs=r, mutable=['batch_stats']))
   out, mutated = step(variables, video, heat, RNGS)
   assert set(mutated) == {'batch_stats'}
   old = jax.tree_util.tree_leaves(variables['batch_stats'])
@@ -167,7 +172,7 @@ def test_fusion_forward_eval_and_train():
   assert {'Modalit_rgb', 'Modalit_depth', 'crossFusion', 'crossFusionT', 'fusion_model', 'fc'} <= set(
       variables['params'])
   assert 'mlp_head_small' not in variables['params']['Modalit_rgb']['dtn']
-  apply = jax.jit(lambda v, *a: model.apply(v, *a, train=False, temp=1.0))
+  apply = jit(lambda v, *a: model.apply(v, *a, train=False, temp=1.0))
   out = apply(variables, *args)
   for k in ('fusion_logits', 'logits_rgb', 'logits_depth'):
     assert out[k].shape == (2, CLASSES)
@@ -180,7 +185,7 @@ def test_fusion_forward_eval_and_train():
   s = jnp.swapaxes(out['spatial_fusion'].reshape(2, DIM, T), 1, 2)
   assert s.shape == (2, T, DIM)
   np.testing.assert_array_equal(np.asarray(out['fusion_logits']), np.asarray(apply(variables, *args)['fusion_logits']))
-  train = jax.jit(lambda v, *a: model.apply(v, *a, train=True, temp=1.0, rngs=RNGS, mutable=['batch_stats']))
+  train = jit(lambda v, *a: model.apply(v, *a, train=True, temp=1.0, rngs=RNGS, mutable=['batch_stats']))
   out_t, mutated = train(variables, *args)
   assert out_t['fusion_logits'].shape == (2, CLASSES)
   assert not np.allclose(mutated['batch_stats']['crossFusion']['1']['mean'],
@@ -194,7 +199,7 @@ def test_bfloat16_compute_runs():
   video, heat = clip()
   variables = fake_variables(model, video, heat)
   assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(variables))
-  out = jax.jit(lambda v, x, h: model.apply(v, x, h, train=False, temp=1.0))(variables, video, heat)
+  out = jit(lambda v, x, h: model.apply(v, x, h, train=False, temp=1.0))(variables, video, heat)
   assert np.isfinite(np.asarray(out['logits'], np.float32)).all()
 
 
