@@ -78,7 +78,7 @@ def _source_variables(workdir: str, checkpoint_path: str, which: str,
     finally:
       ckpts.close()
     saved = checkpoint.read_config(workdir)
-    epoch = int(meta['epoch']) - 1   # meta holds the next epoch to train
+    epoch = int(meta['trained_epoch'])
     return (config or saved, {'params': state['params'], 'batch_stats': state['batch_stats']},
             epoch, f'{which} checkpoint of {workdir} (step {meta["step"]}, epoch {epoch})')
   if not checkpoint_path:

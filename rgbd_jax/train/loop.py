@@ -108,8 +108,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                   disable=not lead)
 
   def meta(epoch):
-    return {'epoch': epoch, 'best': best, 'plateau': plateau.state if plateau else None,
-            'steps_per_epoch': spe}
+    # `epoch`: the next epoch to train; `trained_epoch`: the epoch of the last step taken (its
+    # sharpness temperature is the one to evaluate these weights with).
+    return {'epoch': epoch, 'trained_epoch': (step - 1) // spe, 'best': best,
+            'plateau': plateau.state if plateau else None, 'steps_per_epoch': spe}
 
   def lr_scale():
     return plateau.state['lr'] / float(c.learning_rate) if plateau else 1.0
@@ -164,6 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               configs.num_classes(config), f'epoch {epoch}: top-1 {results["top1"]:.4f}')
       if lead:
         report.plot_learning_curves(workdir)
+      tick, tick_step = time.time(), step  # clips/s of training only
     elif step == stop_at:           # max_steps inside an epoch
       ckpts.save('latest', step, state, train_iter, meta(epoch))
 
