@@ -1,4 +1,4 @@
-"""Evaluates a checkpoint on the validation split and prints its top-1 accuracies.
+r"""Evaluates a checkpoint on the validation split and prints its top-1 accuracies.
 
     python scripts/evaluate.py --workdir runs/synthetic                 # best checkpoint of a run
     python scripts/evaluate.py --workdir runs/synthetic --which latest

@@ -1,4 +1,4 @@
-"""Trains (and evaluates every epoch) a network of the paper.
+r"""Trains (and evaluates every epoch) a network of the paper.
 
     python scripts/train.py --config configs/synthetic.py --workdir runs/synthetic
     python scripts/train.py --config configs/ntu.py --workdir runs/ntu \
@@ -31,8 +31,10 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   absl_logging.set_verbosity(absl_logging.INFO)
   logging.getLogger().setLevel(logging.INFO)
-  workdir = _WORKDIR.value or os.path.join(
-      'runs', os.path.splitext(os.path.basename(flags.FLAGS['config'].config_filename))[0])
+  # Default: runs/<config name>[_<arg>], e.g. runs/synthetic, runs/synthetic_tiny.
+  path, _, arg = flags.FLAGS['config'].config_filename.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0] + (f'_{arg}' if arg else '')
+  workdir = _WORKDIR.value or os.path.join('runs', name)
   loop.train_and_evaluate(_CONFIG.value, workdir)
 
 
