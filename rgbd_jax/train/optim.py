@@ -12,7 +12,8 @@ a zero buffer, which gives buf = d on the first step, as torch) -> -lr.
 The learning rate is a per-step schedule (linear warm-up from 1e-8, then
 cosine to `learning_rate_min`); for `scheduler.name == 'ReduceLR'` the rate
 after warm-up is held by a host-side `ReduceLROnPlateau` and enters the step
-as a scale factor (`lr_scale`), so the jitted step never recompiles.
+as a scale factor (`tx.update(..., lr_scale=...)`), so the jitted step never
+recompiles.
 """
 
 from __future__ import annotations
@@ -106,7 +107,28 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   else:
     raise ValueError(f"common.optim must be 'SGD', 'Adam' or 'AdamW', got {c.optim!r}")
   parts.append(optax.scale_by_schedule(lambda count: -schedule(count)))
-  return optax.chain(*parts), schedule
+  parts.append(scale_by_lr_scale())
+  # One flat vector instead of a few hundred leaves: the same arithmetic, but the training
+  # step's program (and its compile time) shrinks by about a third.
+  return optax.flatten(optax.chain(*parts)), schedule
+
+
+def scale_by_lr_scale() -> optax.GradientTransformationExtraArgs:
+  """Multiplies the updates by the `lr_scale` passed to `update` (ReduceLROnPlateau's factor).
+
+  torch applies its lr when it moves the parameters (p -= lr * buf), so scaling
+  the final update is the same as changing the lr.
+  """
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None, *, lr_scale=1.0, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda u: (u * lr_scale).astype(u.dtype), updates), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class ReduceLROnPlateau:

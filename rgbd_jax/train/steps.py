@@ -64,6 +64,11 @@ def headline_logits(config: ml_collections.ConfigDict, out: dict[str, Any]) -> j
   return out['fusion_logits'] if config.model.Network == 'FusionNet' else out['logits']
 
 
+def global_norm(tree: Any) -> jax.Array:
+  """L2 norm of all leaves, over the same concatenation optax.flatten makes (XLA shares it)."""
+  return jnp.linalg.norm(jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)]))
+
+
 def forward_train(model, config, params, batch_stats, batch, hp, rngs):
   """Training-mode forward pass and losses; returns (total, (out, losses, new batch_stats))."""
   inputs = [batch[k] for k in input_keys(config)]
@@ -80,9 +85,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], hp: dict[str, Any
   rngs = step_rngs(state.rng, state.step)
   grad_fn = jax.grad(functools.partial(forward_train, model, config), has_aux=True)
   grads, (out, losses, batch_stats) = grad_fn(state.params, state.batch_stats, batch, hp, rngs)
-  grad_norm = optax.tree.norm(grads)  # before clipping, as reported by the original's tools
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  updates = jax.tree.map(lambda u: (u * hp['lr_scale']).astype(u.dtype), updates)
+  grad_norm = global_norm(grads)  # before clipping
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, lr_scale=hp['lr_scale'])
   params = optax.apply_updates(state.params, updates)
   labels = batch['label']
   correct = jnp.sum(jnp.argmax(headline_logits(config, out), -1) == labels)
