@@ -5,6 +5,9 @@ a real `.pth.tar` written by torch and read by the converter, the inputs
 through an NCTHW `.npz` with `target`.
 """
 
+import fcntl
+import os
+
 import numpy as np
 import pytest
 
@@ -18,14 +21,10 @@ def _rel(ours, ref):
   return np.linalg.norm(ours - ref) / np.linalg.norm(ref)
 
 
-@pytest.fixture(scope='module')
-def golden_step(golden_case, tmp_path_factory):
-  case = golden_case('dsn_ntu_rgb')
-  tmp = tmp_path_factory.mktemp('golden_train')
+def _train_step(case, tmp):
   case.write_checkpoint(tmp / 'model_best.pth.tar')
   inputs = dict(case.inputs(), target=case.arrays['input/target'].astype(np.int64))
   np.savez(tmp / 'in.npz', **inputs)
-
   t = case.meta['train']
   config = case.config()
   config.common.learning_rate = t['lr']
@@ -37,17 +36,32 @@ def golden_step(golden_case, tmp_path_factory):
   config.common.distill = t['distill_weight']
   # the fixture's step has the distillation on: its epoch is past the warm-up
   assert case.epoch >= config.common.scheduler.warm_up_epochs
-
   code = crosscheck.main(config, str(tmp / 'model_best.pth.tar'), str(tmp / 'in.npz'),
-                         str(tmp / 'out.npz'), epoch=case.epoch, x64=True, mode='train_step',
+                         str(tmp / 'partial.npz'), epoch=case.epoch, x64=True, mode='train_step',
                          keys=t['grad_keys'])
   assert code == 0
-  with np.load(tmp / 'out.npz') as z:
-    out = {k: z[k] for k in z.files}
+  os.replace(tmp / 'partial.npz', tmp / 'out.npz')  # complete, or absent
+
+
+@pytest.fixture(scope='module')
+def golden_step(golden_case, tmp_path_factory):
+  case = golden_case('dsn_ntu_rgb')
+  # Computed once per session, also across pytest-xdist workers (which share the base temp's parent).
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent
+  tmp = root / 'golden_train_step'
+  tmp.mkdir(exist_ok=True)
+  with open(tmp / '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (tmp / 'out.npz').exists():
+      _train_step(case, tmp)
+    with np.load(tmp / 'out.npz') as z:
+      out = {k: z[k] for k in z.files}
   sd = case.state_dict()
-  out.update({f'before/{k}': sd[k].astype(np.float64) for k in t['grad_keys']})
-  ref = {k[len('train/'):]: v for k, v in case.arrays.items() if k.startswith('train/')}
-  return case.meta, {f'train/{k}': v for k, v in ref.items()}, out
+  out.update({f'before/{k}': sd[k].astype(np.float64) for k in case.meta['train']['grad_keys']})
+  ref = {k: v for k, v in case.arrays.items() if k.startswith('train/')}
+  return case.meta, ref, out
 
 
 def test_losses_logits_and_global_norm(golden_step):
