@@ -158,3 +158,16 @@ class _Layers(Transformer):
       x = TransformerLayer(self.dim, self.heads, self.dim_head, self.mlp_dim, self.dropout, self.knn_attention,
                            self.dtype, self.param_dtype, name=str(i))(x, train)
     return x
+
+
+class NormLinear(nn.Module):
+  """Sequential(LayerNorm, Linear), children `0` and `1`: the original's LinearMap, mlp_head_* and classifier1/2."""
+  features: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = nn.LayerNorm(LN_EPS, name='0', **kw)(x)
+    return nn.Dense(self.features, kernel_init=torch_default_init, name='1', **kw)(x)

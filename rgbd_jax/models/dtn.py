@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rgbd_jax.models.attention import LN_EPS, Transformer
-from rgbd_jax.models.layers import TemporalInception, temporal_max3, torch_default_init
+from rgbd_jax.models.attention import NormLinear, Transformer
+from rgbd_jax.models.layers import TemporalInception, temporal_max3
 from rgbd_jax.models.rcm import RCM
 
 BRANCHES = ('small', 'media', 'large')
@@ -56,18 +56,6 @@ def random_segment_choice(key: jax.Array, n: int, sn: int) -> jax.Array:
   hi = np.array([s.stop for s in segs], np.int32)
   return jax.random.randint(key, (sn,), lo, hi)
 
-
-class _Head(nn.Module):
-  """mlp_head_* = Sequential(LayerNorm, Linear): children 0, 1."""
-  num_classes: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = nn.LayerNorm(LN_EPS, name='0', **kw)(x)
-    return nn.Dense(self.num_classes, kernel_init=torch_default_init, name='1', **kw)(x)
 
 
 class MultiScaleBlock(nn.Module):
@@ -180,7 +168,7 @@ class DTN(nn.Module):
     if self.num_classes is not None:
       logits = []
       for name, f in zip(BRANCHES, feats):
-        z = _Head(self.num_classes, name=f'mlp_head_{name}', **kw)(f)
+        z = NormLinear(self.num_classes, name=f'mlp_head_{name}', **kw)(f)
         logits.append(z / jnp.asarray(temp, z.dtype) if self.sharpness else z)
       feats = logits
       out['xs'], out['xm'], out['xl'] = logits

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rgbd_jax.models.attention import LN_EPS
+from rgbd_jax.models.attention import NormLinear
 from rgbd_jax.models.layers import TorchBatchNorm, torch_default_init
 from rgbd_jax.models.recognizer import DSNNet, check_clip
 
@@ -88,18 +88,6 @@ class FusionModule(nn.Module):
     return logits, en, de
 
 
-class _Classifier(nn.Module):
-  """classifier1/2 = Sequential(LayerNorm, Linear): children 0, 1."""
-  num_classes: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = nn.LayerNorm(LN_EPS, name='0', **kw)(x)
-    return nn.Dense(self.num_classes, kernel_init=torch_default_init, name='1', **kw)(x)
-
 
 class CrossFusionNet(nn.Module):
   """Two unimodal streams without heads (`Modalit_rgb`, `Modalit_depth`) and their fusion."""
@@ -119,8 +107,8 @@ class CrossFusionNet(nn.Module):
     self.Modalit_depth = fresh()
     self.crossFusion = ConvBNStack((dim, dim), dropout=self.fusion_dropout, **kw)
     self.crossFusionT = ConvBNStack((dim, dim), dropout=self.fusion_dropout, **kw)
-    self.classifier1 = _Classifier(self.num_classes, **kw)
-    self.classifier2 = _Classifier(self.num_classes, **kw)
+    self.classifier1 = NormLinear(self.num_classes, **kw)
+    self.classifier2 = NormLinear(self.num_classes, **kw)
     self.fusion_model = FusionModule(self.num_classes, dim, **kw)
     self.fc = _dense(1, None, **kw)
     self.bce_drop = nn.Dropout(self.bce_dropout)

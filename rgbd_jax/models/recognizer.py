@@ -14,23 +14,11 @@ import jax
 import jax.numpy as jnp
 
 from rgbd_jax.models import i3d
-from rgbd_jax.models.attention import LN_EPS
+from rgbd_jax.models.attention import NormLinear
 from rgbd_jax.models.dtn import DTN
 from rgbd_jax.models.frp import FRP
-from rgbd_jax.models.layers import SpatialInception, Unit3D, torch_default_init
+from rgbd_jax.models.layers import SpatialInception, Unit3D
 
-
-class LinearMap(nn.Module):
-  """Sequential(LayerNorm(1024), Linear(1024 -> dim)): children 0, 1."""
-  dim: int = 512
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = nn.LayerNorm(LN_EPS, name='0', **kw)(x)
-    return nn.Dense(self.dim, kernel_init=torch_default_init, name='1', **kw)(x)
 
 
 def check_clip(video: jax.Array, heatmap: Optional[jax.Array], name: str = 'video') -> None:
@@ -70,7 +58,7 @@ class DSNNet(nn.Module):
       else:
         continue
       setattr(self, name, module)  # registered under the endpoint's name, as the torch key
-    self.LinearMap = LinearMap(self.dtn.dim, **kw)
+    self.LinearMap = NormLinear(self.dtn.dim, **kw)
     if self.frp:
       self.frp_module = FRP(self.w, self.param_dtype)
 
