@@ -63,6 +63,27 @@ def test_max_pool_zero_padding_and_gradient_match_torch(shape, window, strides):
                              rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize('shape,window,strides', [
+    ((2, 5, 7, 9, 4), (3, 3, 3), (1, 1, 1)),
+    ((3, 9, 9, 2), (3, 3), (2, 2)),
+    ((3, 8, 8, 2), (3, 3), (2, 2)),
+    ((3, 8, 6, 2), (2, 2), (2, 2)),
+])
+def test_max_pool_gradient_ties_go_to_torchs_first_maximum(shape, window, strides):
+  """Post-ReLU maps are full of equal values (zeros, here also ones); torch routes
+  each output's gradient to the first maximum of its window in (t, h, w) order."""
+  rng = np.random.default_rng(5)
+  x = np.minimum(np.maximum(rng.normal(size=shape), 0.0), 1.0).astype(np.float32)
+  assert (x == 0).mean() > 0.3 and (x == 1).mean() > 0.1
+  y, vjp = jax.vjp(lambda a: layers.max_pool_same(a, window, strides), jnp.asarray(x))
+  xt, yt = _torch_pool(x, window, strides)
+  np.testing.assert_array_equal(np.asarray(y), np.moveaxis(yt.detach().numpy(), 1, -1))
+  g = rng.normal(size=y.shape).astype(np.float32)
+  yt.backward(torch.tensor(np.moveaxis(g, -1, 1)))
+  np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(g))[0]), np.moveaxis(xt.grad.numpy(), 1, -1),
+                             rtol=1e-6, atol=1e-6)
+
+
 def test_max_pool_borders_are_max_with_zero():
   x = -np.ones((1, 3, 3, 1), np.float32)
   y = layers.max_pool_same(jnp.asarray(x), (3, 3), (1, 1))

@@ -6,21 +6,22 @@ so its convolutions run as 2-D convolutions over all B*T frames (NHWC); only the
 
 Parity notes (the original is TF-"SAME" I3D code on top of PyTorch):
 * padding is computed from the input size at call time (`same_padding`);
-* pools pad with ZEROS before the max (not -inf), so a border value is
-  max(window, 0) whenever the window touches the padding;
+* pools (`pool.py`) pad with ZEROS before the max (not -inf), so a border value
+  is max(window, 0) whenever the window touches the padding;
 * BatchNorm follows torch: normalise with the biased batch variance, update the
   running variance with the unbiased one, running = (1 - m) * running + m * batch.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from rgbd_jax.models.pool import max_pool_3x3x3, max_pool_same, same_padding, temporal_max3  # noqa: F401 (re-exported)
 
 Dtype = Any
 
@@ -32,107 +33,6 @@ torch_default_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'unif
 # network use torch's defaults (eps=1e-5, momentum=0.1).
 UNIT3D_BN_EPS = 1e-3
 UNIT3D_BN_MOMENTUM = 0.01
-
-
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-  """TF-"SAME" padding of one dimension, exactly as the original computes it."""
-  if size % stride == 0:
-    total = max(kernel - stride, 0)
-  else:
-    total = max(kernel - size % stride, 0)
-  return total // 2, total - total // 2
-
-
-def _taps(x: jax.Array, axis: int, k: int, stride: int, pad: tuple[int, int]):
-  """The zero-padded input's k strided window taps along `axis`."""
-  if pad != (0, 0):
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = pad
-    x = jnp.pad(x, widths)
-  n = (x.shape[axis] - k) // stride + 1
-  return [lax.slice_in_dim(x, o, o + (n - 1) * stride + 1, stride, axis) for o in range(k)], x.shape[axis]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def _max_along(x: jax.Array, axis: int, k: int, stride: int, pad: tuple[int, int]) -> jax.Array:
-  """1-D max pool along `axis`: zero padding `pad`, window k, floor mode."""
-  taps, _ = _taps(x, axis, k, stride, pad)
-  return functools.reduce(jnp.maximum, taps)
-
-
-def _max_along_fwd(x, axis, k, stride, pad):
-  return _max_along(x, axis, k, stride, pad), x
-
-
-def _max_along_bwd(axis, k, stride, pad, x, g):
-  # Like torch's max pool, the whole gradient goes to the first maximal tap
-  # (JAX's own rule for max splits it over ties, and costs more).
-  taps, length = _taps(x, axis, k, stride, pad)
-  out = functools.reduce(jnp.maximum, taps)
-  zero = jnp.zeros((), g.dtype)
-  routed, taken = [], None
-  for tap in taps:
-    hit = tap == out
-    if taken is not None:
-      hit = hit & ~taken
-    taken = hit if taken is None else taken | hit
-    routed.append(jnp.where(hit, g, zero))
-  # Padded position p = r + stride * m receives tap o = r + stride * q of
-  # output m - q: build each residue r by shifts, then interleave them.
-  n = g.shape[axis]
-  m_len = -(-length // stride)
-  residues = []
-  for r in range(stride):
-    acc = None
-    for o in range(r, k, stride):
-      q = (o - r) // stride
-      config = [(0, 0, 0)] * g.ndim
-      config[axis] = (q, m_len - q - n, 0)
-      part = lax.pad(routed[o], zero, config)
-      acc = part if acc is None else acc + part
-    if acc is None:
-      shape = list(g.shape)
-      shape[axis] = m_len
-      acc = jnp.zeros(shape, g.dtype)
-    residues.append(acc)
-  grad = residues[0] if stride == 1 else jnp.stack(residues, axis=axis + 1)
-  shape = list(g.shape)
-  shape[axis] = m_len * stride
-  grad = grad.reshape(shape)
-  return (lax.slice_in_dim(grad, pad[0], pad[0] + x.shape[axis], axis=axis),)
-
-
-_max_along.defvjp(_max_along_fwd, _max_along_bwd)
-
-
-def max_pool_same(x: jax.Array, window: Sequence[int], strides: Sequence[int]) -> jax.Array:
-  """Zero-padded TF-SAME max pool over the axes just before the channel axis.
-
-  `window`/`strides` cover the trailing spatial axes of x (..., *spatial, C).
-  The padding value is 0, as the original's `F.pad` before `nn.MaxPool3d`.
-  A max over a box is a max over each axis in turn, and padding each pass
-  with zeros is exact (a pass over padding-only rows gives 0, what the padded
-  box holds there). Slices fuse into cheap loops; XLA's CPU reduce-window is
-  several times slower for these windows.
-  """
-  lead = x.ndim - 1 - len(window)
-  # Materialise the input once: otherwise XLA fuses the producer (concat, FRP)
-  # into the pool and recomputes it for every window tap.
-  x = lax.optimization_barrier(x)
-  for i, (k, st) in enumerate(zip(window, strides)):
-    axis = lead + i
-    x = _max_along(x, axis, k, st, same_padding(x.shape[axis], k, st))
-  return x
-
-
-def temporal_max3(x: jax.Array, axis: int) -> jax.Array:
-  """Max over a window of 3 along `axis`, stride 1, zero padding (1, 1)."""
-  return _max_along(x, axis, 3, 1, (1, 1))
-
-
-def max_pool_3x3x3(x: jax.Array) -> jax.Array:
-  """The spatial inception's 3x3x3 stride-1 zero-padded max pool on (B, T, H, W, C)."""
-  return max_pool_same(x, (3, 3, 3), (1, 1, 1))
 
 
 def conv_same(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
