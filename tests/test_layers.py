@@ -187,3 +187,27 @@ def test_frp_pools_heatmap_until_no_larger_and_mixes():
   np.testing.assert_allclose(np.asarray(out), np.asarray(0.3 * x - 0.7 * x * (1 + pooled)), rtol=1e-6)
   # a window w < 1 makes FRP the identity (the network then adds x to itself)
   assert np.array_equal(np.asarray(FRP(w=0).apply(w, x, None)), np.asarray(x))
+
+
+def test_bn_relu_train_gradient_equals_autodiff_of_the_definition():
+  """The closed-form backward against JAX differentiating mean/var/normalise/ReLU op by op,
+  in float64, with cotangents on the output and on the returned moments."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(7)
+    y = jnp.asarray(rng.normal(1.5, 2.0, size=(3, 4, 5, 6)))
+    scale, bias = jnp.asarray(rng.uniform(-1.5, 1.5, 6)), jnp.asarray(rng.normal(size=6))
+    eps = 1e-3
+
+    def reference(y, scale, bias):
+      mean = y.reshape(-1, 6).mean(axis=0)
+      var = ((y - mean) ** 2).reshape(-1, 6).mean(axis=0)
+      return jax.nn.relu((y - mean) / jnp.sqrt(var + eps) * scale + bias), mean, var
+
+    ours, vjp = jax.vjp(lambda *a: layers.bn_relu_train(*a, eps), y, scale, bias)
+    ref, vjp_ref = jax.vjp(reference, y, scale, bias)
+    for a, b in zip(ours, ref):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+    assert (np.asarray(ours[0]) == 0).mean() > 0.2  # the ReLU mask is exercised
+    cot = (jnp.asarray(rng.normal(size=y.shape)), jnp.asarray(rng.normal(size=6)), jnp.asarray(rng.normal(size=6)))
+    for a, b in zip(vjp(cot), vjp_ref(cot)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
