@@ -180,8 +180,9 @@ def _import_original(path: str):
   sys.modules['torchvision'].transforms = sys.modules['torchvision.transforms']
   sys.modules['torchvision'].utils = sys.modules['torchvision.utils']
   stub('utils', load_pretrained_checkpoint=unused, load_checkpoint=unused)
-  torch.Tensor.cuda = lambda self, *a, **k: self
-  torch.nn.Module.cuda = lambda self, *a, **k: self
+  if _torch_device(torch) == 'cpu':  # its code calls .cuda() in places; on CPU those become no-ops
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
   spec = importlib.util.spec_from_file_location(
       'motionrgbd_model', os.path.join(path, 'lib', 'model', '__init__.py'),
       submodule_search_locations=[os.path.join(path, 'lib', 'model')])
@@ -189,6 +190,11 @@ def _import_original(path: str):
   sys.modules['motionrgbd_model'] = module
   spec.loader.exec_module(module)
   return module, torch
+
+
+def _torch_device(torch) -> str:
+  """The original runs where JAX runs: on the GPU when JAX has one and torch sees it."""
+  return 'cuda' if jax.default_backend() == 'gpu' and torch.cuda.is_available() else 'cpu'
 
 
 def _original_args(args, config):
@@ -204,16 +210,19 @@ def original(args) -> dict:
   module, torch = _import_original(args.original)
   torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
   config = _config(args)
-  net = module.DSNNet(_original_args(args, config), num_classes=args.classes, pretrained=False)
-  out = {}
+  device = _torch_device(torch)
+  net = module.DSNNet(_original_args(args, config), num_classes=args.classes, pretrained=False).to(device)
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+  out = {'device': device}
+  tensor = lambda a: torch.from_numpy(np.array(a)).permute(0, 4, 1, 2, 3).contiguous().to(device)
   if not args.skip_eval:
     net.eval()
-    video, heat = (torch.from_numpy(np.array(a)).permute(0, 4, 1, 2, 3).contiguous()
-                   for a in _inputs(args.eval_batch, args.frames, args.eval_size))
+    video, heat = (tensor(a) for a in _inputs(args.eval_batch, args.frames, args.eval_size))
 
     def fwd():
       with torch.no_grad():
         net(video, heat)
+      sync()
 
     s = _time(fwd, args.warmup, args.repeats)
     out['eval'] = {'seconds': s, 'clips_per_s': args.eval_batch / s}
@@ -221,9 +230,8 @@ def original(args) -> dict:
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=config.common.learning_rate, momentum=config.common.momentum,
                           weight_decay=config.common.weight_decay)
-    video, heat = (torch.from_numpy(np.array(a)).permute(0, 4, 1, 2, 3).contiguous()
-                   for a in _inputs(args.train_batch, args.frames, args.train_size))
-    labels = torch.arange(args.train_batch) % args.classes
+    video, heat = (tensor(a) for a in _inputs(args.train_batch, args.frames, args.train_size))
+    labels = (torch.arange(args.train_batch) % args.classes).to(device)
     ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
 
     def step():
@@ -233,6 +241,7 @@ def original(args) -> dict:
       loss.backward()
       torch.nn.utils.clip_grad_norm_(net.parameters(), config.model.grad_clip)
       opt.step()
+      sync()
 
     s = _time(step, args.warmup, args.repeats)
     out['train'] = {'seconds': s, 'clips_per_s': args.train_batch / s}
@@ -261,6 +270,7 @@ def run(args) -> int:
     rows.append(('train step', f'B={args.train_batch} T={args.frames} {args.train_size}x{args.train_size}', r))
   if args.original:
     result['original'] = original(args)
+    print(f'the original ran on torch\'s {result["original"]["device"]}', flush=True)
   print()
   print(f'{"":13s} {"shape":22s} {"ours s":>8s} {"clips/s":>8s} {"GFLOP":>7s} {"GFLOP/s":>8s} '
         f'{"of mm":>6s} {"orig s":>8s} {"speed-up":>8s}')
