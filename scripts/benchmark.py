@@ -4,19 +4,27 @@
     python scripts/benchmark.py data  [--help]   # evaluation input pipeline per clip, one core and workers
 """
 import argparse
+import importlib
 import sys
 
-from rgbd_jax.benchmark import data as data_bench
-from rgbd_jax.benchmark import model as model_bench
+# each subcommand imports only what it measures (the model benchmark needs no input pipeline)
+MODULES = {'model': 'rgbd_jax.benchmark.model', 'data': 'rgbd_jax.benchmark.data'}
+HELP = {'model': 'network speed (forward per clip, training step)', 'data': 'input pipeline speed per clip'}
 
 
 def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest='what', required=True)
-  model_bench.add_arguments(sub.add_parser('model', help='network speed (forward per clip, training step)'))
-  data_bench.add_arguments(sub.add_parser('data', help='input pipeline speed per clip'))
+  chosen = next((a for a in argv if a in MODULES), None)
+  modules = {}
+  for name, path in MODULES.items():
+    p = sub.add_parser(name, help=HELP[name])
+    if name == chosen or chosen is None:
+      modules[name] = importlib.import_module(path)
+      modules[name].add_arguments(p)
   args = parser.parse_args(argv)
-  return {'model': model_bench.run, 'data': data_bench.run}[args.what](args)
+  return modules[args.what].run(args)
 
 
 if __name__ == '__main__':

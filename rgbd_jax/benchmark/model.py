@@ -263,11 +263,13 @@ def run(args) -> int:
     r['gflops'] = r['gflop'] / r['seconds']
     result['eval'] = r
     rows.append(('eval forward', f'B={args.eval_batch} T={args.frames} {args.eval_size}x{args.eval_size}', r))
+    print(f'ours, eval forward: {r["seconds"]:.3f} s', flush=True)  # kept even if the original fails later
   if not args.skip_train:
     r = ours_train(args)
     r['gflops'] = r['gflop'] / r['seconds']
     result['train'] = r
     rows.append(('train step', f'B={args.train_batch} T={args.frames} {args.train_size}x{args.train_size}', r))
+    print(f'ours, training step: {r["seconds"]:.3f} s', flush=True)
   if args.original:
     result['original'] = original(args)
     print(f'the original ran on torch\'s {result["original"]["device"]}', flush=True)
