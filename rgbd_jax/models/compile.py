@@ -12,8 +12,10 @@ def compiler_options(backend: str | None = None) -> dict[str, str]:
   network's shapes its convolutions with <= 64 output channels run on one
   thread and its kernel-gradient convolutions are ~4x slower than XLA's Eigen
   path, so on CPU we turn the YNNPACK fusions off (a per-compilation option,
-  nothing global). Other backends: no options.
+  nothing global). Its elementwise loops may use 512-bit vectors where the
+  CPU has them (AVX-512; a preference, harmless elsewhere): the training step
+  measured 3.5% faster on the 2-core AVX-512 machine. Other backends: no options.
   """
   if (backend or jax.default_backend()) == 'cpu':
-    return {'xla_cpu_experimental_ynn_fusion_type': ''}
+    return {'xla_cpu_experimental_ynn_fusion_type': '', 'xla_cpu_prefer_vector_width': 512}
   return {}

@@ -46,7 +46,10 @@ def conv_same(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
   if kernel.ndim == 2:
     if stride != 1:
       raise ValueError('a 1x1 unit with stride is not used by the network')
-    return jnp.einsum('...c,cd->...d', x, kernel)
+    # as a 2-D matmul: with the leading axes kept, XLA transposes the output
+    # gradient into a copy for the kernel gradient (2x slower fwd+bwd)
+    y = x.reshape(-1, x.shape[-1]) @ kernel
+    return y.reshape(*x.shape[:-1], kernel.shape[-1])
   if kernel.ndim == 4:
     kh, kw = kernel.shape[:2]
     pads = [same_padding(x.shape[1], kh, stride), same_padding(x.shape[2], kw, stride)]
@@ -59,13 +62,26 @@ def conv_same(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
 
 
 def column_sum(z: jax.Array) -> jax.Array:
-  """Sum over every axis but the last, as a matmul with a ones vector.
+  """Sum over every axis but the last: a fused fold of the rows, then a matmul with ones.
 
   XLA's CPU backend rewrites large reductions into slow reduce-window trees;
   a matrix-vector product streams the data once, vectorised and threaded.
+  Its operand is materialised, though, so when z is an elementwise expression
+  (a square, a masked product) first adding FOLD equal blocks of rows in one
+  fused loop writes FOLD times less: 5x faster for the stem's BatchNorm
+  moments, and shorter float32 accumulation chains (1e-4 -> 8e-6 relative on
+  294912 rows). Beyond 8 blocks XLA stops fusing the fold.
   """
   z = z.reshape(-1, z.shape[-1])
+  fold = next(k for k in (_FOLD, 4, 2, 1) if z.shape[0] % k == 0)
+  if fold > 1 and z.shape[0] >= _FOLD_MIN_ROWS:
+    blocks = z.reshape(fold, -1, z.shape[-1])
+    z = functools.reduce(jnp.add, [blocks[i] for i in range(fold)])
   return jnp.ones((z.shape[0],), z.dtype) @ z
+
+
+_FOLD = 8
+_FOLD_MIN_ROWS = 4096  # below this the matmul alone is as fast
 
 
 def batch_moments(y: jax.Array) -> tuple[jax.Array, jax.Array]:

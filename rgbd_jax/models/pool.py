@@ -61,16 +61,12 @@ def _max_along_fwd(x, axis, k, stride, pad):
 def _max_along_bwd(axis, k, stride, pad, x, g):
   # Like torch's max pool, the whole gradient goes to the first maximal tap
   # (JAX's own rule for max splits it over ties, and costs more).
+  if stride == 1:
+    return (_stride1_grad(x, g, axis, k, pad[0]),)
   taps, length = _taps(x, axis, k, stride, pad)
   out = functools.reduce(jnp.maximum, taps)
   zero = jnp.zeros((), g.dtype)
-  routed, taken = [], None
-  for tap in taps:
-    hit = tap == out
-    if taken is not None:
-      hit = hit & ~taken
-    taken = hit if taken is None else taken | hit
-    routed.append(jnp.where(hit, g, zero))
+  routed = [jnp.where(hit, g, zero) for hit in _first_hits(taps, out)]
   # Padded position p = r + stride * m receives tap o = r + stride * q of
   # output m - q: build each residue r by shifts, then interleave them.
   n = g.shape[axis]
@@ -94,6 +90,43 @@ def _max_along_bwd(axis, k, stride, pad, x, g):
   shape[axis] = m_len * stride
   grad = grad.reshape(shape)
   return (lax.slice_in_dim(grad, pad[0], pad[0] + x.shape[axis], axis=axis),)
+
+
+def _first_hits(taps, out):
+  """Per tap, where it is the first (in tap order) to equal the window's max."""
+  hits, taken = [], None
+  for tap in taps:
+    hit = tap == out
+    if taken is not None:
+      hit = hit & ~taken
+    taken = hit if taken is None else taken | hit
+    hits.append(hit)
+  return hits
+
+
+def _stride1_grad(x, g, axis, k, lo):
+  """The stride-1 gradient in gather form: one fused expression per input element.
+
+  Input i receives tap o of output m = i + lo - o when that tap is the output's
+  first maximum. Over the extended outputs e = m + k - 1 - lo (those reaching
+  any input, in range or not), the taps are windows of x padded by k - 1 and
+  the gradient is g padded to that range with zeros, so out-of-range outputs
+  send nothing; input i then sums routed tap o at e = i + k - 1 - o. Written
+  this way XLA emits one loop per pass, where scattering each tap's share
+  separately costs one loop per tap.
+  """
+  length, ext = x.shape[axis], x.shape[axis] + k - 1
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (k - 1, k - 1)
+  xp = jnp.pad(x, widths)
+  taps = [lax.slice_in_dim(xp, o, o + ext, axis=axis) for o in range(k)]
+  out = functools.reduce(jnp.maximum, taps)
+  widths[axis] = (k - 1 - lo, ext - g.shape[axis] - (k - 1 - lo))
+  ge = jnp.pad(g, widths)
+  zero = jnp.zeros((), g.dtype)
+  parts = [lax.slice_in_dim(jnp.where(hit, ge, zero), k - 1 - o, k - 1 - o + length, axis=axis)
+           for o, hit in enumerate(_first_hits(taps, out))]
+  return functools.reduce(jnp.add, parts)
 
 
 _max_along.defvjp(_max_along_fwd, _max_along_bwd)
