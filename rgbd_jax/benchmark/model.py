@@ -10,7 +10,8 @@ cost analysis of the compiled function (the network is ~146 GFLOP per clip
 forward at 224x224); the achieved rate is also given as a fraction of a large
 float32 matmul's rate measured here. With --original, the PyTorch DSNNet of the
 original repository runs the same shapes in the same process (torch threads =
-the cores JAX uses).
+the cores JAX uses), and the two are timed in alternation, one run of ours then
+one of the original, so that both see the same state of the machine.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ def _time(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
   return statistics.median(times)
 
 
+def _time_alternating(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, float]:
+  """Median seconds of each function, timed in turns (a, b, a, b, ...) after each one's warm-up."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times: dict[str, list[float]] = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
 def _flops(compiled) -> float:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):
@@ -100,6 +115,7 @@ def _inputs(b, t, s, seed=0):
 
 
 def ours_eval(args) -> dict:
+  """Compiles our evaluation forward; returns its runner, clips per run and XLA's GFLOP."""
   model = build_model(_config(args))
   video, heat = _inputs(args.eval_batch, args.frames, args.eval_size)
   variables = jax.jit(lambda v, h: model.init(jax.random.PRNGKey(0), v, h, train=False))(
@@ -107,8 +123,8 @@ def ours_eval(args) -> dict:
   fwd = jax.jit(lambda v, x, h: model.apply(v, x, h, train=False, temp=0.07),
                 compiler_options=compiler_options())
   compiled = fwd.lower(variables, video, heat).compile()
-  seconds = _time(lambda: jax.block_until_ready(compiled(variables, video, heat)), args.warmup, args.repeats)
-  return {'seconds': seconds, 'clips_per_s': args.eval_batch / seconds, 'gflop': _flops(compiled) / 1e9}
+  return {'run': lambda: jax.block_until_ready(compiled(variables, video, heat)), 'clips': args.eval_batch,
+          'gflop': _flops(compiled) / 1e9}
 
 
 def _ls_ce(logits, labels, eps=0.1):
@@ -118,6 +134,7 @@ def _ls_ce(logits, labels, eps=0.1):
 
 
 def ours_train(args) -> dict:
+  """Compiles our training step; returns its runner, clips per run and XLA's GFLOP."""
   config = _config(args)
   model = build_model(config)
   video, heat = _inputs(args.train_batch, args.frames, args.train_size)
@@ -153,8 +170,7 @@ def ours_train(args) -> dict:
     holder[0], loss = compiled(holder[0], video, heat, labels, rng)
     loss.block_until_ready()
 
-  seconds = _time(run_once, args.warmup, args.repeats)
-  return {'seconds': seconds, 'clips_per_s': args.train_batch / seconds, 'gflop': _flops(compiled) / 1e9}
+  return {'run': run_once, 'clips': args.train_batch, 'gflop': _flops(compiled) / 1e9}
 
 
 # ----------------------------------------------------------------------------- the original
@@ -207,6 +223,7 @@ def _original_args(args, config):
 
 
 def original(args) -> dict:
+  """Builds the original DSNNet; returns its device and a runner per timed phase."""
   module, torch = _import_original(args.original)
   torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
   config = _config(args)
@@ -216,18 +233,16 @@ def original(args) -> dict:
   out = {'device': device}
   tensor = lambda a: torch.from_numpy(np.array(a)).permute(0, 4, 1, 2, 3).contiguous().to(device)
   if not args.skip_eval:
-    net.eval()
     video, heat = (tensor(a) for a in _inputs(args.eval_batch, args.frames, args.eval_size))
 
     def fwd():
+      net.eval()
       with torch.no_grad():
         net(video, heat)
       sync()
 
-    s = _time(fwd, args.warmup, args.repeats)
-    out['eval'] = {'seconds': s, 'clips_per_s': args.eval_batch / s}
+    out['eval'] = fwd
   if not args.skip_train:
-    net.train()
     opt = torch.optim.SGD(net.parameters(), lr=config.common.learning_rate, momentum=config.common.momentum,
                           weight_decay=config.common.weight_decay)
     video, heat = (tensor(a) for a in _inputs(args.train_batch, args.frames, args.train_size))
@@ -235,6 +250,7 @@ def original(args) -> dict:
     ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
 
     def step():
+      net.train()
       opt.zero_grad()
       (logits, xs, xm, xl), distill, _ = net(video, heat)
       loss = ce(logits, labels) + 0.5 * (ce(xs, labels) + ce(xm, labels) + ce(xl, labels)) + distill
@@ -243,8 +259,7 @@ def original(args) -> dict:
       opt.step()
       sync()
 
-    s = _time(step, args.warmup, args.repeats)
-    out['train'] = {'seconds': s, 'clips_per_s': args.train_batch / s}
+    out['train'] = step
   return out
 
 
@@ -257,26 +272,48 @@ def run(args) -> int:
   result = {'cores': cores, 'dtype': args.dtype, 'repeats': args.repeats}
   result['matmul_gflops'] = matmul_rate(args.matmul, args.repeats)
   print(f'reference: {args.matmul}x{args.matmul} float32 matmul {result["matmul_gflops"]:.1f} GFLOP/s', flush=True)
-  rows = []
+  phases = []  # (key, row name, shape, ours)
   if not args.skip_eval:
-    r = ours_eval(args)
-    r['gflops'] = r['gflop'] / r['seconds']
-    result['eval'] = r
-    rows.append(('eval forward', f'B={args.eval_batch} T={args.frames} {args.eval_size}x{args.eval_size}', r))
-    print(f'ours, eval forward: {r["seconds"]:.3f} s', flush=True)  # kept even if the original fails later
+    phases.append(('eval', 'eval forward', f'B={args.eval_batch} T={args.frames} {args.eval_size}x{args.eval_size}',
+                   ours_eval(args)))
   if not args.skip_train:
-    r = ours_train(args)
-    r['gflops'] = r['gflop'] / r['seconds']
-    result['train'] = r
-    rows.append(('train step', f'B={args.train_batch} T={args.frames} {args.train_size}x{args.train_size}', r))
-    print(f'ours, training step: {r["seconds"]:.3f} s', flush=True)
+    phases.append(('train', 'train step', f'B={args.train_batch} T={args.frames} {args.train_size}x{args.train_size}',
+                   ours_train(args)))
+  runners, failure = {}, None
   if args.original:
-    result['original'] = original(args)
-    print(f'the original ran on torch\'s {result["original"]["device"]}', flush=True)
+    try:
+      runners = original(args)
+      result['original'] = {'device': runners.pop('device')}
+      print(f'the original runs on torch\'s {result["original"]["device"]}', flush=True)
+    except Exception as e:  # noqa: BLE001 (ours is still timed; the exit status says it failed)
+      failure = f'the original could not be built: {type(e).__name__}: {e}'
+      print(failure, flush=True)
+  rows = []
+  for key, name, shape, ours in phases:
+    fns = {'ours': ours.pop('run')}
+    if key in runners:
+      fns['original'] = runners[key]
+    try:
+      seconds = _time_alternating(fns, args.warmup, args.repeats)
+    except Exception as e:  # noqa: BLE001
+      if len(fns) == 1:
+        raise
+      failure = f'the original failed in its {name}: {type(e).__name__}: {e}'
+      print(failure, flush=True)
+      runners = {}
+      seconds = _time_alternating({'ours': fns['ours']}, args.warmup, args.repeats)
+    r = dict(ours, seconds=seconds['ours'], clips_per_s=ours['clips'] / seconds['ours'])
+    r['gflops'] = r['gflop'] / r['seconds']
+    result[key] = r
+    if 'original' in seconds:
+      result['original'][key] = {'seconds': seconds['original'], 'clips_per_s': ours['clips'] / seconds['original']}
+    rows.append((key, name, shape, r))
+    print(f'ours, {name}: {r["seconds"]:.3f} s' + (f'; original: {seconds["original"]:.3f} s' if 'original' in seconds
+                                                  else ''), flush=True)
   print()
   print(f'{"":13s} {"shape":22s} {"ours s":>8s} {"clips/s":>8s} {"GFLOP":>7s} {"GFLOP/s":>8s} '
         f'{"of mm":>6s} {"orig s":>8s} {"speed-up":>8s}')
-  for (name, shape, r), key in zip(rows, [k for k in ('eval', 'train') if k in result]):
+  for key, name, shape, r in rows:
     frac = r['gflops'] / result['matmul_gflops']
     r['fraction_of_matmul'] = frac
     orig = result.get('original', {}).get(key)
@@ -291,4 +328,7 @@ def run(args) -> int:
     with open(args.json, 'w') as f:
       json.dump(result, f, indent=2)
     print(f'wrote {args.json}')
+  if failure:
+    print(f'error: {failure}', file=sys.stderr)
+    return 1
   return 0
