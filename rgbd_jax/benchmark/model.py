@@ -233,26 +233,26 @@ def original(args) -> dict:
   out = {'device': device}
   tensor = lambda a: torch.from_numpy(np.array(a)).permute(0, 4, 1, 2, 3).contiguous().to(device)
   if not args.skip_eval:
-    video, heat = (tensor(a) for a in _inputs(args.eval_batch, args.frames, args.eval_size))
+    eval_inputs = [tensor(a) for a in _inputs(args.eval_batch, args.frames, args.eval_size)]
 
-    def fwd():
+    def fwd():  # its own inputs: the runners run after both are built
       net.eval()
       with torch.no_grad():
-        net(video, heat)
+        net(*eval_inputs)
       sync()
 
     out['eval'] = fwd
   if not args.skip_train:
     opt = torch.optim.SGD(net.parameters(), lr=config.common.learning_rate, momentum=config.common.momentum,
                           weight_decay=config.common.weight_decay)
-    video, heat = (tensor(a) for a in _inputs(args.train_batch, args.frames, args.train_size))
+    train_inputs = [tensor(a) for a in _inputs(args.train_batch, args.frames, args.train_size)]
     labels = (torch.arange(args.train_batch) % args.classes).to(device)
     ce = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
 
     def step():
       net.train()
       opt.zero_grad()
-      (logits, xs, xm, xl), distill, _ = net(video, heat)
+      (logits, xs, xm, xl), distill, _ = net(*train_inputs)
       loss = ce(logits, labels) + 0.5 * (ce(xs, labels) + ce(xm, labels) + ce(xl, labels)) + distill
       loss.backward()
       torch.nn.utils.clip_grad_norm_(net.parameters(), config.model.grad_clip)
