@@ -10,8 +10,9 @@ cost analysis of the compiled function (the network is ~146 GFLOP per clip
 forward at 224x224); the achieved rate is also given as a fraction of a large
 float32 matmul's rate measured here. With --original, the PyTorch DSNNet of the
 original repository runs the same shapes in the same process (torch threads =
-the cores JAX uses), and the two are timed in alternation, one run of ours then
-one of the original, so that both see the same state of the machine.
+the cores JAX uses), timed right after ours, phase by phase, each in its own
+steady state (in alternation each run starts right after the other framework's
+memory traffic and thread pools, which moved both sides' figures).
 """
 
 from __future__ import annotations
@@ -62,20 +63,6 @@ def _time(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
     fn()
     times.append(time.perf_counter() - start)
   return statistics.median(times)
-
-
-def _time_alternating(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, float]:
-  """Median seconds of each function, timed in turns (a, b, a, b, ...) after each one's warm-up."""
-  for fn in fns.values():
-    for _ in range(warmup):
-      fn()
-  times: dict[str, list[float]] = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _flops(compiled) -> float:
@@ -168,7 +155,7 @@ def ours_train(args) -> dict:
 
   def run_once():
     holder[0], loss = compiled(holder[0], video, heat, labels, rng)
-    loss.block_until_ready()
+    jax.block_until_ready((holder[0], loss))  # the whole update, not only the loss
 
   return {'run': run_once, 'clips': args.train_batch, 'gflop': _flops(compiled) / 1e9}
 
@@ -290,18 +277,14 @@ def run(args) -> int:
       print(failure, flush=True)
   rows = []
   for key, name, shape, ours in phases:
-    fns = {'ours': ours.pop('run')}
+    seconds = {'ours': _time(ours.pop('run'), args.warmup, args.repeats)}
     if key in runners:
-      fns['original'] = runners[key]
-    try:
-      seconds = _time_alternating(fns, args.warmup, args.repeats)
-    except Exception as e:  # noqa: BLE001
-      if len(fns) == 1:
-        raise
-      failure = f'the original failed in its {name}: {type(e).__name__}: {e}'
-      print(failure, flush=True)
-      runners = {}
-      seconds = _time_alternating({'ours': fns['ours']}, args.warmup, args.repeats)
+      try:
+        seconds['original'] = _time(runners[key], args.warmup, args.repeats)
+      except Exception as e:  # noqa: BLE001 (ours is timed; the exit status says the original failed)
+        failure = f'the original failed in its {name}: {type(e).__name__}: {e}'
+        print(failure, flush=True)
+        runners = {}
     r = dict(ours, seconds=seconds['ours'], clips_per_s=ours['clips'] / seconds['ours'])
     r['gflops'] = r['gflop'] / r['seconds']
     result[key] = r
