@@ -85,7 +85,7 @@ def _max_along_bwd(axis, k, stride, pad, x, g):
       shape[axis] = m_len
       acc = jnp.zeros(shape, g.dtype)
     residues.append(acc)
-  grad = residues[0] if stride == 1 else jnp.stack(residues, axis=axis + 1)
+  grad = jnp.stack(residues, axis=axis + 1)  # stride >= 2 here: stride 1 returned above
   shape = list(g.shape)
   shape[axis] = m_len * stride
   grad = grad.reshape(shape)
