@@ -116,11 +116,9 @@ def _stride1_grad(x, g, axis, k, lo):
   separately costs one loop per tap.
   """
   length, ext = x.shape[axis], x.shape[axis] + k - 1
-  widths = [(0, 0)] * x.ndim
-  widths[axis] = (k - 1, k - 1)
-  xp = jnp.pad(x, widths)
-  taps = [lax.slice_in_dim(xp, o, o + ext, axis=axis) for o in range(k)]
+  taps, _ = _taps(x, axis, k, 1, (k - 1, k - 1))  # the ext windows of x padded by k - 1
   out = functools.reduce(jnp.maximum, taps)
+  widths = [(0, 0)] * x.ndim
   widths[axis] = (k - 1 - lo, ext - g.shape[axis] - (k - 1 - lo))
   ge = jnp.pad(g, widths)
   zero = jnp.zeros((), g.dtype)
