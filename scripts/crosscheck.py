@@ -25,6 +25,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from rgbd_jax import crosscheck
+from rgbd_jax import hugepages
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/ntu.py',
                                           lock_config=False)
@@ -53,4 +54,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  hugepages.ensure()  # glibc reads its tunables at start-up: this may restart the command once
   app.run(main)

@@ -15,6 +15,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from rgbd_jax import hugepages
 from rgbd_jax.train import evaluation
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -44,4 +45,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  hugepages.ensure()  # glibc reads its tunables at start-up: this may restart the command once
   app.run(main)

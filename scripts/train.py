@@ -16,6 +16,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from rgbd_jax import hugepages
 from rgbd_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,5 +40,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  hugepages.ensure()  # glibc reads its tunables at start-up: this may restart the command once
   flags.mark_flag_as_required('config')
   app.run(main)

@@ -23,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 import types
 from typing import Any, Callable
 
@@ -32,6 +33,7 @@ import numpy as np
 import optax
 
 from rgbd_jax import configs
+from rgbd_jax import hugepages
 from rgbd_jax.models.build import build_model
 from rgbd_jax.models.compile import compiler_options
 
@@ -254,9 +256,11 @@ def original(args) -> dict:
 
 def run(args) -> int:
   cores = len(os.sched_getaffinity(0))
+  huge = hugepages.active()
   print(f'jax {jax.__version__} on {jax.devices()[0].platform} ({cores} cores), dtype {args.dtype}, '
-        f'median of {args.repeats} after {args.warmup} warm-up', flush=True)
-  result = {'cores': cores, 'dtype': args.dtype, 'repeats': args.repeats}
+        f'median of {args.repeats} after {args.warmup} warm-up, malloc huge pages {"on" if huge else "off"}',
+        flush=True)
+  result = {'cores': cores, 'dtype': args.dtype, 'repeats': args.repeats, 'malloc_huge_pages': huge}
   result['matmul_gflops'] = matmul_rate(args.matmul, args.repeats)
   print(f'reference: {args.matmul}x{args.matmul} float32 matmul {result["matmul_gflops"]:.1f} GFLOP/s', flush=True)
   phases = []  # (key, row name, shape, ours)
@@ -274,6 +278,7 @@ def run(args) -> int:
       print(f'the original runs on torch\'s {result["original"]["device"]}', flush=True)
     except Exception as e:  # noqa: BLE001 (ours is still timed; the exit status says it failed)
       failure = f'the original could not be built: {type(e).__name__}: {e}'
+      traceback.print_exc()  # where in the original's code (or in our stand-ins for its imports)
       print(failure, flush=True)
   rows = []
   for key, name, shape, ours in phases:
@@ -283,6 +288,7 @@ def run(args) -> int:
         seconds['original'] = _time(runners[key], args.warmup, args.repeats)
       except Exception as e:  # noqa: BLE001 (ours is timed; the exit status says the original failed)
         failure = f'the original failed in its {name}: {type(e).__name__}: {e}'
+        traceback.print_exc()
         print(failure, flush=True)
         runners = {}
     r = dict(ours, seconds=seconds['ours'], clips_per_s=ours['clips'] / seconds['ours'])
