@@ -25,6 +25,7 @@ ENV = 'RGBD_JAX_HUGEPAGES'
 TUNABLE = 'glibc.malloc.hugetlb'
 THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
 _DONE = 'RGBD_JAX_HUGEPAGES_APPLIED'  # set on re-execution, so it happens once
+_HELP = ('-h', '--help', '--helpshort', '--helpfull')
 
 
 def thp_mode(path: str = THP_MODE_FILE) -> str:
@@ -69,6 +70,8 @@ def planned_tunables(environ: Mapping[str, str], glibc: tuple[int, ...] | None, 
 
 def ensure() -> None:
   """Re-executes this process once with huge pages for malloc where that helps; call first in a script."""
+  if any(a in _HELP for a in sys.argv[1:]):
+    return  # nothing to run: print the help without a restart line
   tunables = planned_tunables(os.environ, glibc_version(), thp_mode())
   if tunables is None:
     return

@@ -47,10 +47,10 @@ _PROBE = ('import os, sys; from rgbd_jax import hugepages; hugepages.ensure(); '
           'print(os.environ.get("GLIBC_TUNABLES"), hugepages.active(), sys.argv[1:])')
 
 
-def _probe(setting):
+def _probe(setting, *args):
   env = {k: v for k, v in os.environ.items() if not k.startswith(('GLIBC_TUNABLES', 'RGBD_JAX_HUGEPAGES'))}
   env['RGBD_JAX_HUGEPAGES'] = setting
-  return subprocess.run([sys.executable, '-c', _PROBE, 'a', '--b=1'], env=env, capture_output=True, text=True,
+  return subprocess.run([sys.executable, '-c', _PROBE, *(args or ('a', '--b=1'))], env=env, capture_output=True, text=True,
                         check=True)
 
 
@@ -67,4 +67,10 @@ def test_restart_once_with_the_tunable_and_the_same_arguments():
 def test_off_runs_as_is():
   proc = _probe('0')
   assert proc.stdout.split() == ['None', 'False', "['a',", "'--b=1']"]
+  assert proc.stderr == ''
+
+
+def test_help_runs_as_is():
+  proc = _probe('1', '--help')
+  assert proc.stdout.split() == ['None', 'False', "['--help']"]
   assert proc.stderr == ''
