@@ -7,7 +7,7 @@ after the step. Where the kernel gives huge pages only on request
 every step then touches ~300k fresh 4 KiB pages: on the 2-core machine that was
 0.45 s of kernel time per training step, and the step took 1.04-1.11 s. glibc
 >= 2.35 asks for huge pages on everything malloc maps when started with
-GLIBC_TUNABLES=glibc.malloc.hugetlb=1: the same step then took 0.79-0.86 s.
+GLIBC_TUNABLES=glibc.malloc.hugetlb=1: the same step then took 0.79-0.90 s.
 Tunables are read once at process start, so `ensure()` re-executes the
 command line with the tunable added, once, before the work begins.
 
@@ -72,7 +72,10 @@ def ensure() -> None:
   """Re-executes this process once with huge pages for malloc where that helps; call first in a script."""
   if any(a in _HELP for a in sys.argv[1:]):
     return  # nothing to run: print the help without a restart line
-  tunables = planned_tunables(os.environ, glibc_version(), thp_mode())
+  try:
+    tunables = planned_tunables(os.environ, glibc_version(), thp_mode())
+  except ValueError as e:
+    sys.exit(f'error: {e}')
   if tunables is None:
     return
   argv = list(getattr(sys, 'orig_argv', [])) or [sys.executable, *sys.argv]

@@ -74,3 +74,10 @@ def test_help_runs_as_is():
   proc = _probe('1', '--help')
   assert proc.stdout.split() == ['None', 'False', "['--help']"]
   assert proc.stderr == ''
+
+
+def test_bad_setting_stops_the_script_with_its_name():
+  env = dict(os.environ, RGBD_JAX_HUGEPAGES='yes')
+  proc = subprocess.run([sys.executable, '-c', _PROBE], env=env, capture_output=True, text=True)
+  assert proc.returncode == 1 and proc.stdout == ''
+  assert "error: RGBD_JAX_HUGEPAGES='yes': expected 0 (off), 1 (on)" in proc.stderr
