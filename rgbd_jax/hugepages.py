@@ -24,7 +24,6 @@ from typing import Mapping
 ENV = 'RGBD_JAX_HUGEPAGES'
 TUNABLE = 'glibc.malloc.hugetlb'
 THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
-_DONE = 'RGBD_JAX_HUGEPAGES_APPLIED'  # set on re-execution, so it happens once
 _HELP = ('-h', '--help', '--helpshort', '--helpfull')
 
 
@@ -58,14 +57,19 @@ def planned_tunables(environ: Mapping[str, str], glibc: tuple[int, ...] | None, 
   choice = environ.get(ENV, '').strip()
   if choice not in ('', '0', '1'):
     raise ValueError(f'{ENV}={choice!r}: expected 0 (off), 1 (on) or unset (on where the kernel mode is madvise)')
-  if choice == '0' or environ.get(_DONE) or glibc is None or glibc < (2, 35):
+  if choice == '0' or glibc is None or glibc < (2, 35):
     return None
   if choice == '' and mode != 'madvise':  # 'always': malloc's maps get huge pages anyway; 'never': none to get
     return None
   current = environ.get('GLIBC_TUNABLES', '')
-  if any(t.split('=')[0] == TUNABLE for t in current.split(':') if t):
-    return None  # the user chose a value
+  if TUNABLE in _tunables(current):
+    return None  # set already: by the user, or by our restart (so it happens once)
   return f'{current}:{TUNABLE}=1' if current else f'{TUNABLE}=1'
+
+
+def _tunables(value: str) -> dict[str, str]:
+  """GLIBC_TUNABLES' name=value pairs (colon-separated)."""
+  return dict(t.partition('=')[::2] for t in value.split(':') if t)
 
 
 def ensure() -> None:
@@ -78,14 +82,12 @@ def ensure() -> None:
     sys.exit(f'error: {e}')
   if tunables is None:
     return
-  argv = list(getattr(sys, 'orig_argv', [])) or [sys.executable, *sys.argv]
   print(f'rgbd_jax: restarting with GLIBC_TUNABLES={tunables} (huge pages for XLA\'s CPU buffers; '
         f'{ENV}=0 turns this off)', file=sys.stderr, flush=True)
   os.environ['GLIBC_TUNABLES'] = tunables
-  os.environ[_DONE] = '1'
-  os.execv(sys.executable, [sys.executable, *argv[1:]])
+  os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # python's own flags (-m, -u, ...) kept
 
 
 def active() -> bool:
   """Whether this process runs with glibc's malloc huge pages on."""
-  return any(t == f'{TUNABLE}=1' for t in os.environ.get('GLIBC_TUNABLES', '').split(':'))
+  return _tunables(os.environ.get('GLIBC_TUNABLES', '')).get(TUNABLE) == '1'

@@ -8,6 +8,11 @@ A workdir that holds a checkpoint is resumed exactly. Multi-host: set
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID for every process
 (Cloud TPU slices and SLURM jobs are detected without them).
 """
+from rgbd_jax import hugepages
+
+if __name__ == '__main__':
+  hugepages.ensure()  # first: glibc reads its tunables at start-up, so this may restart the command once
+
 import logging
 import os
 
@@ -16,7 +21,6 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from rgbd_jax import hugepages
 from rgbd_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -40,6 +44,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  hugepages.ensure()  # glibc reads its tunables at start-up: this may restart the command once
   flags.mark_flag_as_required('config')
   app.run(main)

@@ -23,7 +23,7 @@ GLIBC = (2, 36)
     ({'RGBD_JAX_HUGEPAGES': '0'}, GLIBC, 'madvise', None),
     ({}, None, 'madvise', None),  # another C library
     ({'RGBD_JAX_HUGEPAGES': '1'}, (2, 31), 'madvise', None),  # glibc before the tunable existed
-    ({'RGBD_JAX_HUGEPAGES_APPLIED': '1'}, GLIBC, 'madvise', None),  # restarted already
+    ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'}, GLIBC, 'madvise', None),  # restarted already
 ])
 def test_planned_tunables(environ, glibc, mode, expected):
   assert hugepages.planned_tunables(environ, glibc, mode) == expected
