@@ -22,6 +22,9 @@ class VideoRecord:
   frames: int   # frame count from the split file
   label: int
   row: int      # 0-based entry number in the split file (comments/blank lines not counted)
+  # 1-based line in the split file, for messages (0: not known, e.g. entries of a TFDS build).
+  # Not part of equality: the same entry read from a build and from the file is the same record.
+  line: int = dataclasses.field(default=0, compare=False)
 
 
 def split_file(config: ml_collections.ConfigDict, phase: str) -> str:
@@ -55,7 +58,7 @@ def read_split(path: str) -> list[VideoRecord]:
         raise ValueError(f'{path}:{lineno}: frame count and label must be integers, got {text!r}') from None
       if frames < 0 or label < 0:
         raise ValueError(f'{path}:{lineno}: negative frame count or label in {text!r}')
-      records.append(VideoRecord(name, frames, label, len(records)))
+      records.append(VideoRecord(name, frames, label, len(records), lineno))
   return records
 
 
