@@ -11,7 +11,6 @@ def get_config(arg=None):
   c = configs.base_config()
   c.common.data = '/path/to/NTU-RGBD/'
   c.common.splits = '/path/to/NTU-RGBD/dataset_splits/@CS'
-  c.common.visdom.visname = 'NTU'
   c.common.dataset = 'NTU'
   c.common.batch_size = 4
   c.common.test_batch_size = 6

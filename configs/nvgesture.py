@@ -11,7 +11,6 @@ def get_config(arg=None):
   c = configs.base_config()
   c.common.data = '/path/to/NvGesture/'
   c.common.splits = '/path/to/NvGesture/dataset_splits/'
-  c.common.visdom.visname = 'NvGesture'
   c.common.dataset = 'NvGesture'
   c.common.batch_size = 4
   c.common.test_batch_size = 2

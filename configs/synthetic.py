@@ -23,7 +23,6 @@ def get_config(arg=None):
   c.common.dataset = 'Synthetic'
   c.common.data = os.path.join(_REPO, 'data', 'synthetic')
   c.common.splits = os.path.join(_REPO, 'data', 'synthetic', 'dataset_splits', '@synthetic')
-  c.common.visdom.visname = 'Synthetic'
   c.dataset.synthetic_videos = (1800, 300)
   c.dataset.synthetic_frames = (24, 40)
   c.dataset.synthetic_frame_size = (80, 60)

@@ -11,7 +11,6 @@ def get_config(arg=None):
   c = configs.base_config()
   c.common.data = '/path/to/THU-READ/frames'
   c.common.splits = '/path/to/THU-READ/dataset_splits/@2'
-  c.common.visdom.visname = 'THU'
   c.common.dataset = 'THUREAD'
   c.common.batch_size = 6
   c.common.test_batch_size = 6

@@ -9,9 +9,10 @@ get new keys, marked "new" below.
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import ml_collections
 import yaml
@@ -43,21 +44,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.common.learning_rate_min = 0.00001
   c.common.momentum = 0.9
   c.common.weight_decay = 0.0003
-  c.common.init_epochs = 0
   c.common.epochs = 100
   c.common.report_freq = 10
   c.common.optim = 'SGD'
-  c.common.dist = True
-  c.common.vis_feature = True
-  c.common.DEBUG = False
-  c.common.visdom = ml_collections.ConfigDict({'enable': False, 'visname': ''})
   c.common.scheduler = ml_collections.ConfigDict(
       {'name': 'cosin', 'patience': 4, 'warm_up_epochs': 3})
-  c.common.loss = ml_collections.ConfigDict({'name': 'CE', 'labelsmooth': True})
+  c.common.loss = ml_collections.ConfigDict({'name': 'CE', 'labelsmooth': True})  # labelsmooth False: plain CE
   c.common.MultiLoss = True
   c.common.loss_lamdb = [1.0, 0.5, 0.5, 0.5]
   c.common.distill = 1.0
-  c.common.resume_scheduler = 0
   # new: run control
   c.common.seed = 123
   c.common.max_steps = -1            # new: stop after this many steps (-1: no limit)
@@ -66,18 +61,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.common.prefetch = 2              # new: batches prefetched by the grain pipeline
   c.common.keep_checkpoints = 1      # new: latest checkpoints kept besides the best
   c.common.label_smoothing = 0.1     # new: eps of the label-smoothing CE (the original hard-codes 0.1)
-  c.common.mse_weight = 1.0          # new: weight of the fusion MSE loss (Jester.yml names it)
   c.common.xla_opt_level = -1        # new: XLA backend optimisation level of the jitted steps (-1: XLA's; 0: fastest compile, short runs)
 
   # ----------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict()
   c.model.Network = 'I3DWTrans'      # 'I3DWTrans' (unimodal) or 'FusionNet'
   c.model.pretrained = ''
-  c.model.resumelr = ''
   c.model.sample_duration = 64
   c.model.sample_size = 224
   c.model.grad_clip = 5.0
-  c.model.SYNC_BN = 1
   c.model.w = 10
   c.model.temper = 0.5
   c.model.recoupling = True
@@ -124,6 +116,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.synthetic_frames = (24, 40)      # frames per video, drawn from [min, max]
   c.dataset.synthetic_frame_size = (80, 60)  # (width, height) of the RGB and depth frames
   c.dataset.synthetic_seed = 0
+
+  # ----------------------------------------------------------------- inert
+  # Keys of the original's YAML files that change nothing in this port (logging to
+  # visdom, torch.distributed switches, ...): `from_yaml` and `from_json` put them
+  # here, section by section, with a warning, so a file is imported whole and
+  # nothing looks as if it had an effect.
+  c.inert = ml_collections.ConfigDict()
   return c
 
 
@@ -146,6 +145,18 @@ def rcm_hidden(config: ml_collections.ConfigDict) -> int:
   return 128 if config.common.dataset == 'THU' else 256
 
 
+def label_smoothing(config: ml_collections.ConfigDict) -> float:
+  """eps of the cross entropy: `common.label_smoothing`, or 0 with `common.loss.labelsmooth` False."""
+  if config.common.loss.name != 'CE':
+    raise ValueError(f"common.loss.name must be 'CE' (the original's only loss), got {config.common.loss.name!r}")
+  return float(config.common.label_smoothing) if config.common.loss.labelsmooth else 0.0
+
+
+SECTIONS = ('common', 'model', 'dataset')
+# YAML key -> our key, where one of the original's files spells a setting differently (Jester.yml).
+YAML_ALIASES = {'distill_lamdb': 'distill'}
+
+
 def _parse_tuple(value: Any) -> Any:
   # The YAML files write tuples as strings, e.g. "(-10, 10)".
   if isinstance(value, str) and value.strip().startswith('('):
@@ -156,12 +167,73 @@ def _parse_tuple(value: Any) -> Any:
   return value
 
 
+def _coerce(default: Any, value: Any, where: str) -> Any:
+  """`value` as the type of our default (YAML writes 5. or 1 freely; JSON has no tuples)."""
+  if default is None or value is None:
+    return value
+  if isinstance(default, bool):
+    if isinstance(value, (bool, int)):
+      return bool(value)
+  elif isinstance(default, float):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+  elif isinstance(default, int):
+    if isinstance(value, (int, bool)):
+      return int(value)
+  elif isinstance(default, (list, tuple)):
+    if isinstance(value, (list, tuple)):
+      return type(default)(value)
+  elif isinstance(default, str):
+    # e.g. `pretrained: False` in a YAML file: no path
+    return '' if value is False else str(value)
+  else:
+    return value
+  raise ValueError(f'{where}: expected {type(default).__name__}, got {value!r}')
+
+
+def _assign(config: ml_collections.ConfigDict, values: dict[str, Any], where: str,
+            section_of: Callable[[str, str], str]) -> None:
+  """Writes `values` ({section: {key: value}}) onto `config`, one rule for YAML and JSON.
+
+  A key of the base config gets our default's type; a key we do not have goes
+  to `config.inert.<section>` with a warning (it would change nothing here).
+  `section_of(section, key)` places a key (the original's YAML flattens sections).
+  """
+  for section, entries in values.items():
+    if not isinstance(entries, dict):
+      raise ValueError(f'{where}: section {section!r} is not a mapping')
+    for key, value in entries.items():
+      value = _parse_tuple(value)
+      target = section_of(section, key)
+      if target in SECTIONS and key in config[target]:
+        default = config[target][key]
+        if isinstance(default, ml_collections.ConfigDict):
+          if not isinstance(value, dict):
+            raise ValueError(f'{where}: {target}.{key} should be a mapping, got {value!r}')
+          for k2, v2 in value.items():
+            if k2 not in default:
+              raise ValueError(f'{where}: {target}.{key}.{k2} is not a key of this port (known: '
+                               f'{sorted(default)})')
+            default[k2] = _coerce(default[k2], v2, f'{where}: {target}.{key}.{k2}')
+        else:
+          config[target][key] = _coerce(default, value, f'{where}: {target}.{key}')
+        continue
+      home = section if section in SECTIONS else 'common'
+      with config.unlocked():
+        if home not in config.inert:
+          config.inert[home] = ml_collections.ConfigDict()
+        config.inert[home][key] = value
+      logging.warning('%s: %s.%s has no effect in this port; kept under inert.%s.%s',
+                      where, home, key, home, key)
+
+
 def from_yaml(path: str) -> ml_collections.ConfigDict:
   """Imports an original YAML config file onto the base config.
 
-  Keys the base config does not know are added (and logged), so nothing in the
-  file is lost; a YAML key in a different section than ours is placed where the
-  base config has it (the original flattens all sections into one namespace).
+  A key in a different section than ours is placed where the base config has
+  it (the original flattens all sections into one namespace); keys this port
+  does not use go to `inert` with a warning, so nothing in the file is lost
+  and nothing seems to act that does not.
   """
   if not os.path.exists(path):
     raise FileNotFoundError(f'config file not found: {path}')
@@ -173,39 +245,29 @@ def from_yaml(path: str) -> ml_collections.ConfigDict:
   if not isinstance(raw, dict):
     raise ValueError(f'{path}: expected sections common/model/dataset at top level')
   config = base_config()
-  home = {k: s for s in ('common', 'model', 'dataset') for k in config[s]}
-  for section, values in raw.items():
-    if not isinstance(values, dict):
-      raise ValueError(f'{path}: section {section!r} is not a mapping')
-    for key, value in values.items():
-      value = _parse_tuple(value)
-      target = home.get(key, section if section in ('common', 'model', 'dataset') else 'common')
-      with config.unlocked():
-        if key not in config[target]:
-          logging.info('%s: key %s.%s is not in the base config; kept as is', path, target, key)
-        if isinstance(value, dict) and key in config[target]:
-          for k2, v2 in value.items():
-            config[target][key][k2] = v2
-        else:
-          if key in config[target] and config[target][key] is not None and value is not None:
-            value = _coerce(config[target][key], value, f'{path}: {target}.{key}')
-          config[target][key] = value
+  home = {k: s for s in SECTIONS for k in config[s]}
+  raw = {section: {YAML_ALIASES.get(k, k): v for k, v in entries.items()} if isinstance(entries, dict) else entries
+         for section, entries in raw.items()}
+  _assign(config, raw, path, lambda section, key: home.get(key, section))
   return config
 
 
-def _coerce(default: Any, value: Any, where: str) -> Any:
-  """Casts a YAML value to the type of our default (YAML writes 5. or 1 freely)."""
-  if isinstance(default, bool):
-    return bool(value)
-  if isinstance(default, float) and isinstance(value, (int, float)):
-    return float(value)
-  if isinstance(default, int) and isinstance(value, bool):
-    return int(value)
-  if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-    return type(default)(value)
-  if isinstance(default, str) and not isinstance(value, str):
-    # e.g. `resumelr: False` or `resumelr: 0.0001`: keep the original's meaning as text.
-    return '' if value is False else str(value)
-  if type(default) is not type(value) and not (isinstance(default, int) and isinstance(value, int)):
-    raise ValueError(f'{where}: expected {type(default).__name__}, got {value!r}')
-  return value
+def to_json(config: ml_collections.ConfigDict) -> str:
+  return config.to_json_best_effort(indent=2, sort_keys=True)
+
+
+def from_json(text: str, where: str = 'config.json') -> ml_collections.ConfigDict:
+  """The base config updated with a saved config (`to_json`); unknown keys go to `inert`."""
+  try:
+    values = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{where}: not valid JSON: {e}') from e
+  if not isinstance(values, dict):
+    raise ValueError(f'{where}: expected a JSON object with sections common/model/dataset')
+  config = base_config()
+  inert = values.pop('inert', {}) or {}
+  _assign(config, values, where, lambda section, key: section)
+  with config.unlocked():
+    for section, entries in inert.items():
+      config.inert[section] = ml_collections.ConfigDict(entries)
+  return config

@@ -90,23 +90,6 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
           for k, v in batch.items()}
 
 
-def compiler_options(opt_level: int = -1) -> dict[str, Any]:
-  """XLA options for our jitted steps: the networks' own (rgbd_jax.models.compile), and
-
-  on CPU, no LLVM expensive passes: they cost more compile time than they save
-  run time for these networks (about 1/3 of a training step's compile).
-  `opt_level` >= 0 sets XLA's backend optimisation level (0: fastest compile,
-  slower code: for programs that run once or briefly).
-  """
-  from rgbd_jax.models import compile as model_compile  # pylint: disable=g-import-not-at-top
-  options: dict[str, Any] = dict(model_compile.compiler_options())
-  if jax.default_backend() == 'cpu':
-    options['xla_llvm_disable_expensive_passes'] = True
-  if opt_level >= 0:
-    options['xla_backend_optimization_level'] = int(opt_level)
-  return options
-
-
 def to_host(tree: Any) -> Any:
   """Global arrays -> full numpy arrays on every process."""
   if jax.process_count() == 1:

@@ -3,18 +3,16 @@
     python scripts/benchmark.py model [--help]   # evaluation forward per clip, training step, matmul rate
     python scripts/benchmark.py data  [--help]   # evaluation input pipeline per clip, one core and workers
 
-Like the other scripts it restarts once with glibc's malloc asking for huge
-pages (rgbd_jax/hugepages.py; RGBD_JAX_HUGEPAGES=0 runs without). The original,
-when timed, runs in the same process, under the same setting.
+On CPU, `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python scripts/benchmark.py ...`
+times with glibc's malloc huge pages (rgbd_jax/hugepages.py); the report says
+which setting each figure used.
 """
 import argparse
 import importlib
 import sys
 
-from rgbd_jax import hugepages
-
 # each subcommand imports only what it measures (the model benchmark needs no input pipeline)
-MODULES = {'model': 'rgbd_jax.benchmark.model', 'data': 'rgbd_jax.benchmark.data'}
+MODULES = {'model': 'rgbd_jax.tools.benchmark.model', 'data': 'rgbd_jax.tools.benchmark.data'}
 HELP = {'model': 'network speed (forward per clip, training step)', 'data': 'input pipeline speed per clip'}
 
 
@@ -34,5 +32,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  hugepages.ensure()  # glibc reads its tunables at start-up: this may restart the command once
   sys.exit(main())

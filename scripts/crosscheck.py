@@ -17,11 +17,6 @@ distillation_loss, logits, grad_global_norm, grad_norm/<key> of every
 parameter, grad/<key> and sgd_step/<key> for --keys, bn_after/<bn>.running_mean|
 running_var, under the original's state_dict names.
 """
-from rgbd_jax import hugepages
-
-if __name__ == '__main__':
-  hugepages.ensure()  # first: glibc reads its tunables at start-up, so this may restart the command once
-
 import sys
 
 from absl import app
@@ -29,7 +24,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from rgbd_jax import crosscheck
+from rgbd_jax.tools import crosscheck
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/ntu.py',
                                           lock_config=False)

@@ -10,11 +10,6 @@ The last line printed is one JSON object with at least `top1` (the merged
 logits) and the other named accuracies. `--save_output` writes per-video
 logits (npz: names, logits, labels, preds), like the original's option.
 """
-from rgbd_jax import hugepages
-
-if __name__ == '__main__':
-  hugepages.ensure()  # first: glibc reads its tunables at start-up, so this may restart the command once
-
 from absl import app
 from absl import flags
 from absl import logging as absl_logging

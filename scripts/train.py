@@ -8,11 +8,6 @@ A workdir that holds a checkpoint is resumed exactly. Multi-host: set
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID for every process
 (Cloud TPU slices and SLURM jobs are detected without them).
 """
-from rgbd_jax import hugepages
-
-if __name__ == '__main__':
-  hugepages.ensure()  # first: glibc reads its tunables at start-up, so this may restart the command once
-
 import logging
 import os
 

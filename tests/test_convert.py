@@ -18,7 +18,8 @@ from rgbd_jax.convert import torch_export
 from rgbd_jax.convert import torch_import
 from rgbd_jax.convert import torch_layout
 from rgbd_jax.convert import torch_pickle
-from rgbd_jax.train.checkpoint import config_to_json
+from rgbd_jax.configs import to_json as config_to_json
+from rgbd_jax.models import build
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -36,7 +37,7 @@ def _save(path, state_dict, wrap=True, prefix=''):
 def unimodal(tiny_config, random_variables):
   """(config, random variables, their state_dict) of a tiny unimodal network with SEHeads 2."""
   config = tiny_config(SEHeads=2)
-  variables = random_variables(torch_import.target_shapes(config), seed=1)
+  variables = random_variables(build.variable_shapes(config), seed=1)
   return config, variables, torch_export.variables_to_state_dict(variables, config)
 
 
@@ -51,7 +52,7 @@ def _assert_same(a, b):
 @pytest.mark.parametrize('network', ['I3DWTrans', 'FusionNet'])
 def test_round_trip_through_pth_tar_is_exact(network, tiny_config, random_variables, tmp_path):
   config = tiny_config(network)
-  variables = random_variables(torch_import.target_shapes(config), seed=3)
+  variables = random_variables(build.variable_shapes(config), seed=3)
   state_dict = torch_export.variables_to_state_dict(variables, config)
   assert list(state_dict) == [e.key for e in torch_layout.original_entries(config)]
   counters = [k for k in state_dict if k.endswith('num_batches_tracked')]
@@ -108,7 +109,7 @@ def test_architecture_is_read_from_the_checkpoint(unimodal, tiny_config, tmp_pat
 
 def test_inference_without_frp_and_recoupling(tiny_config, random_variables):
   config = tiny_config(frp=False, recoupling=False, N=3)
-  sd = torch_export.variables_to_state_dict(random_variables(torch_import.target_shapes(config)), config)
+  sd = torch_export.variables_to_state_dict(random_variables(build.variable_shapes(config)), config)
   assert not any('rcm' in k or 'frp' in k for k in sd)
   found = torch_layout.infer_architecture(sd)
   assert found['model.frp'] is False and found['model.recoupling'] is False
@@ -213,7 +214,7 @@ def test_reading_works_without_torch(unimodal, tmp_path):
       sys.modules['torch'] = None  # any `import torch` now raises ImportError
       import flax, numpy as np
       from rgbd_jax.convert import torch_import
-      from rgbd_jax.train.checkpoint import config_from_json
+      from rgbd_jax.configs import from_json as config_from_json
       config = config_from_json(open({str(tmp_path / 'config.json')!r}).read())
       _, v = torch_import.load_torch_checkpoint({path!r}, config)
       ref = np.load({expected!r})
@@ -240,7 +241,7 @@ def test_partial_loading_skips_heads_and_misfits(unimodal, tiny_config, random_v
   path = str(tmp_path / 'pre.pth.tar')
   _save(path, sd)
   target_config = tiny_config(SEHeads=2, num_classes=11)  # a new dataset: other heads
-  target = random_variables(torch_import.target_shapes(target_config), seed=9)
+  target = random_variables(build.variable_shapes(target_config), seed=9)
   loaded, report = torch_import.load_pretrained(path, target)
   heads = {f'dtn.mlp_head_{b}.1.{w}' for b in ('small', 'media', 'large') for w in ('weight', 'bias')}
   assert {k for k, why in report.skipped.items() if why == 'classification layer'} == heads
@@ -263,7 +264,7 @@ def test_partial_loading_skips_heads_and_misfits(unimodal, tiny_config, random_v
 
 def test_unimodal_checkpoint_into_a_fusion_stream(unimodal, tiny_config, random_variables):
   _, _, sd = unimodal
-  fusion = random_variables(torch_import.target_shapes(tiny_config('FusionNet', SEHeads=2)), seed=4)
+  fusion = random_variables(build.variable_shapes(tiny_config('FusionNet', SEHeads=2)), seed=4)
   loaded, report = torch_import.load_pretrained(sd, fusion, prefix='Modalit_rgb.')
   flat = _flat(loaded)
   np.testing.assert_array_equal(flat[('params', 'Modalit_rgb', 'LinearMap', '1', 'kernel')],
@@ -278,7 +279,7 @@ def test_export_has_the_originals_exact_layout(name, golden_case, random_variabl
   """What the original's load_state_dict(strict=True) checks: same keys (in order), shapes, dtypes."""
   case = golden_case(name)
   config = case.config()
-  variables = random_variables(torch_import.target_shapes(config))
+  variables = random_variables(build.variable_shapes(config))
   sd = torch_export.variables_to_state_dict(variables, config)
   assert [(k, tuple(v.shape), str(v.dtype)) for k, v in sd.items()] == case.layout
 
@@ -290,7 +291,7 @@ def test_convert_weights_script_both_ways(unimodal, tmp_path):
   _save(src, sd)
   config_file = tmp_path / 'tiny_config.py'
   config_file.write_text(textwrap.dedent(f"""
-      from rgbd_jax.train.checkpoint import config_from_json
+      from rgbd_jax.configs import from_json as config_from_json
       def get_config(arg=None):
         return config_from_json({config_to_json(config)!r})
       """))

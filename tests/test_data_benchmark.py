@@ -2,7 +2,7 @@
 
 import argparse
 
-from rgbd_jax.benchmark import data as data_bench
+from rgbd_jax.tools.benchmark import data as data_bench
 
 
 def test_data_benchmark_small(tmp_path, capsys):

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from rgbd_jax import crosscheck
+from rgbd_jax.tools import crosscheck
 
 CASES = ('dsn_ntu_rgb', 'dsn_nvgesture_depth_seheads2', 'fusion_nvgesture')
 

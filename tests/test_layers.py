@@ -1,6 +1,7 @@
 """Building blocks against hand computations and torch's own layers."""
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,6 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from rgbd_jax.models import layers
+from rgbd_jax.models.ops import batchnorm
+from rgbd_jax.models.ops import conv
+from rgbd_jax.models.ops import pool
 from rgbd_jax.models.frp import FRP, pool_heatmap_to
 
 
@@ -21,27 +25,27 @@ def _tf_same(size, k, s):
 @pytest.mark.parametrize('size', [1, 2, 7, 8, 28, 56, 224, 225])
 @pytest.mark.parametrize('k,s', [(1, 1), (3, 1), (3, 2), (2, 2), (7, 2), (1, 2)])
 def test_same_padding_matches_tf_rule(size, k, s):
-  front, back = layers.same_padding(size, k, s)
+  front, back = pool.same_padding(size, k, s)
   assert (front, back) == _tf_same(size, k, s)
   assert (size + front + back - k) // s + 1 == -(-size // s)
 
 
 def test_same_padding_examples():
-  assert layers.same_padding(224, 7, 2) == (2, 3)
-  assert layers.same_padding(112, 3, 2) == (0, 1)
-  assert layers.same_padding(7, 3, 2) == (1, 1)
-  assert layers.same_padding(14, 2, 2) == (0, 0)
-  assert layers.same_padding(64, 3, 1) == (1, 1)
+  assert pool.same_padding(224, 7, 2) == (2, 3)
+  assert pool.same_padding(112, 3, 2) == (0, 1)
+  assert pool.same_padding(7, 3, 2) == (1, 1)
+  assert pool.same_padding(14, 2, 2) == (0, 0)
+  assert pool.same_padding(64, 3, 1) == (1, 1)
 
 
 def _torch_pool(x, window, strides):
   """The original's MaxPool3dSamePadding semantics: F.pad with zeros, then max pool (floor)."""
   nsp = len(window)
-  pads = [layers.same_padding(n, k, s) for n, k, s in zip(x.shape[1:-1], window, strides)]
+  pads = [pool.same_padding(n, k, s) for n, k, s in zip(x.shape[1:-1], window, strides)]
   xt = torch.tensor(np.moveaxis(x, -1, 1), requires_grad=True)
   flat = [p for pair in reversed(pads) for p in pair]
-  pool = F.max_pool3d if nsp == 3 else F.max_pool2d
-  return xt, pool(F.pad(xt, flat), window, strides)
+  torch_pool = F.max_pool3d if nsp == 3 else F.max_pool2d
+  return xt, torch_pool(F.pad(xt, flat), window, strides)
 
 
 @pytest.mark.parametrize('shape,window,strides', [
@@ -54,7 +58,7 @@ def _torch_pool(x, window, strides):
 def test_max_pool_zero_padding_and_gradient_match_torch(shape, window, strides):
   rng = np.random.default_rng(0)
   x = rng.normal(size=shape) - 0.5  # mostly negative: zero padding wins at the borders
-  y, vjp = jax.vjp(lambda a: layers.max_pool_same(a, window, strides), jnp.asarray(x, jnp.float32))
+  y, vjp = jax.vjp(lambda a: pool.max_pool_same(a, window, strides), jnp.asarray(x, jnp.float32))
   xt, yt = _torch_pool(x.astype(np.float32), window, strides)
   np.testing.assert_array_equal(np.asarray(y), np.moveaxis(yt.detach().numpy(), 1, -1))
   g = rng.normal(size=y.shape).astype(np.float32)
@@ -77,7 +81,7 @@ def test_max_pool_gradient_ties_go_to_torchs_first_maximum(shape, window, stride
   rng = np.random.default_rng(5)
   x = np.minimum(np.maximum(rng.normal(size=shape), 0.0), 1.0).astype(np.float32)
   assert (x == 0).mean() > 0.3 and (x == 1).mean() > 0.1
-  y, vjp = jax.vjp(lambda a: layers.max_pool_same(a, window, strides), jnp.asarray(x))
+  y, vjp = jax.vjp(lambda a: pool.max_pool_same(a, window, strides), jnp.asarray(x))
   xt, yt = _torch_pool(x, window, strides)
   np.testing.assert_array_equal(np.asarray(y), np.moveaxis(yt.detach().numpy(), 1, -1))
   g = rng.normal(size=y.shape).astype(np.float32)
@@ -88,7 +92,7 @@ def test_max_pool_gradient_ties_go_to_torchs_first_maximum(shape, window, stride
 
 def test_max_pool_borders_are_max_with_zero():
   x = -np.ones((1, 3, 3, 1), np.float32)
-  y = layers.max_pool_same(jnp.asarray(x), (3, 3), (1, 1))
+  y = pool.max_pool_same(jnp.asarray(x), (3, 3), (1, 1))
   # every window of a 3x3 all -1 map touches the zero padding except the centre one
   expected = np.zeros((1, 3, 3, 1), np.float32)
   expected[0, 1, 1, 0] = -1.0
@@ -98,7 +102,7 @@ def test_max_pool_borders_are_max_with_zero():
 def test_max_pool_3x3x3_equals_direct_window_max():
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2, 4, 5, 6, 3)).astype(np.float32)
-  y = np.asarray(layers.max_pool_3x3x3(jnp.asarray(x)))
+  y = np.asarray(pool.max_pool_3x3x3(jnp.asarray(x)))
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (1, 1), (0, 0)))
   ref = np.full_like(x, -np.inf)
   for dt in range(3):
@@ -110,7 +114,7 @@ def test_max_pool_3x3x3_equals_direct_window_max():
 
 def test_temporal_max3_zero_padded():
   x = jnp.asarray([[[-3.0], [-1.0], [-2.0], [5.0]]])
-  np.testing.assert_array_equal(np.asarray(layers.temporal_max3(x, axis=1))[0, :, 0], [0.0, -1.0, 5.0, 5.0])
+  np.testing.assert_array_equal(np.asarray(pool.temporal_max3(x, axis=1))[0, :, 0], [0.0, -1.0, 5.0, 5.0])
 
 
 @pytest.mark.parametrize('k,stride,size', [((7, 7), 2, 32), ((3, 3), 1, 9), ((3, 3), 2, 9), ((), 1, 5)])
@@ -118,9 +122,9 @@ def test_conv_same_matches_torch_with_tf_padding(k, stride, size):
   rng = np.random.default_rng(2)
   x = rng.normal(size=(2, size, size, 3)).astype(np.float32)
   w = rng.normal(size=(*k, 3, 4)).astype(np.float32)
-  y = np.asarray(layers.conv_same(jnp.asarray(x), jnp.asarray(w), stride))
+  y = np.asarray(conv.conv_same(jnp.asarray(x), jnp.asarray(w), stride))
   kh, kw = k if k else (1, 1)
-  ph, pw = layers.same_padding(size, kh, stride), layers.same_padding(size, kw, stride)
+  ph, pw = pool.same_padding(size, kh, stride), pool.same_padding(size, kw, stride)
   xt = F.pad(torch.tensor(np.moveaxis(x, -1, 1)), (*pw, *ph))
   wt = torch.tensor(w.reshape(kh, kw, 3, 4).transpose(3, 2, 0, 1).copy())
   ref = np.moveaxis(F.conv2d(xt, wt, stride=stride).numpy(), 1, -1)
@@ -205,7 +209,7 @@ def test_bn_relu_train_gradient_equals_autodiff_of_the_definition():
       var = ((y - mean) ** 2).reshape(-1, 6).mean(axis=0)
       return jax.nn.relu((y - mean) / jnp.sqrt(var + eps) * scale + bias), mean, var
 
-    ours, vjp = jax.vjp(lambda *a: layers.bn_relu_train(*a, eps), y, scale, bias)
+    ours, vjp = jax.vjp(lambda *a: batchnorm.bn_relu_train(*a, eps), y, scale, bias)
     ref, vjp_ref = jax.vjp(reference, y, scale, bias)
     for a, b in zip(ours, ref):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
@@ -220,7 +224,7 @@ def test_column_sum_equals_the_sum_over_rows(rows):
   with jax.enable_x64(True):
     z = np.random.default_rng(rows).normal(size=(rows // 4, 2, 2, 3)) if rows % 4 == 0 else \
         np.random.default_rng(rows).normal(size=(rows, 3))
-    got = np.asarray(layers.column_sum(jnp.asarray(z)))
+    got = np.asarray(batchnorm.column_sum(jnp.asarray(z)))
   np.testing.assert_allclose(got, z.reshape(-1, 3).sum(0), rtol=1e-12)
 
 
@@ -229,5 +233,42 @@ def test_column_sum_of_many_float32_rows_stays_accurate():
   294912 squares drifts by ~1e-4 relative; folded it stays within 2e-5."""
   y = np.random.default_rng(0).normal(size=(294912, 8)).astype(np.float32)
   sq = y.astype(np.float64) ** 2
-  got = np.asarray(jax.jit(lambda a: layers.column_sum(jnp.square(a)))(jnp.asarray(y)))
+  got = np.asarray(jax.jit(lambda a: batchnorm.column_sum(jnp.square(a)))(jnp.asarray(y)))
   np.testing.assert_allclose(got, sq.sum(0), rtol=2e-5)
+
+
+def _dot_precisions(fn, *args):
+  """The `precision` of every dot_general in fn's jaxpr (nested jaxprs included)."""
+  found = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        found.append(eqn.params['precision'])
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub)
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
+
+
+def test_column_sum_matmul_runs_at_highest_precision():
+  """On GPU/TPU a float32 matmul at default precision runs as TF32/bfloat16 passes: the
+  BatchNorm statistics must not. The CPU form is a matmul pinned to HIGHEST; the other
+  backends' form is a plain reduction. Both give the same sums."""
+  z = jnp.asarray(np.random.default_rng(1).normal(size=(4800, 3)).astype(np.float32))
+  precisions = _dot_precisions(lambda a: batchnorm._column_sum(a, as_matmul=True), z)
+  assert precisions, 'the CPU form of column_sum is expected to be a matmul'
+  for p in precisions:
+    assert p is not None and all(q == jax.lax.Precision.HIGHEST for q in p), p
+  assert _dot_precisions(lambda a: batchnorm._column_sum(a, as_matmul=False), z) == []
+  ref = np.asarray(z, np.float64).sum(0)
+  for as_matmul in (True, False):
+    got = np.asarray(jax.jit(lambda a: batchnorm._column_sum(a, as_matmul=as_matmul))(z))
+    np.testing.assert_allclose(got, ref, rtol=2e-5)
+  # the backward of the training BatchNorm goes through the same sums
+  y = jnp.asarray(np.random.default_rng(2).normal(size=(64, 8)).astype(np.float32))
+  grad = lambda a: jax.grad(lambda x: batchnorm.bn_relu_train(x, jnp.ones(8), jnp.zeros(8), 1e-3)[0].sum())(a)
+  grad_precisions = _dot_precisions(grad, y)
+  assert len(grad_precisions) >= 3  # the two moments and the backward's two sums
+  for p in grad_precisions:
+    assert p is not None and all(q == jax.lax.Precision.HIGHEST for q in p), p

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rgbd_jax.train import losses
+from rgbd_jax.models import losses
 
 
 def _rand(shape, seed, scale=3.0):

@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from rgbd_jax.benchmark import model as model_bench
+from rgbd_jax.tools.benchmark import model as model_bench
 
 
 def test_model_benchmark_small_training_step(tmp_path, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rgbd_jax import configs
-from rgbd_jax.train import checkpoint
+from rgbd_jax import checkpoint
 from rgbd_jax.train import evaluation
 
 

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from rgbd_jax import crosscheck
+from rgbd_jax.tools import crosscheck
 
 TOL = 1e-6
 

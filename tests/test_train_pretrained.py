@@ -6,8 +6,9 @@ import pytest
 
 from rgbd_jax.convert import torch_export
 from rgbd_jax.convert import torch_import
-from rgbd_jax.train import checkpoint
+from rgbd_jax import checkpoint
 from rgbd_jax.train import pretrained
+from rgbd_jax.models import build
 
 
 def _flat(tree):
@@ -21,7 +22,7 @@ def _head(path):
 @pytest.fixture()
 def unimodal(tiny_config, random_variables):
   config = tiny_config()
-  shapes = torch_import.target_shapes(config)
+  shapes = build.variable_shapes(config)
   return config, shapes, random_variables(shapes, seed=1), random_variables(shapes, seed=2)
 
 
@@ -46,13 +47,13 @@ def test_pretrained_skips_heads(unimodal, tmp_path, source):
 
 def test_fusion_from_stream_checkpoints(tiny_config, random_variables, tmp_path):
   uni = tiny_config()
-  uni_shapes = torch_import.target_shapes(uni)
+  uni_shapes = build.variable_shapes(uni)
   streams = {}
   for i, name in enumerate(('rgb', 'depth')):
     streams[name] = random_variables(uni_shapes, seed=10 + i)
     checkpoint.save_variables(tmp_path / name, streams[name], uni)
   fusion = tiny_config('FusionNet')
-  fresh = random_variables(torch_import.target_shapes(fusion), seed=3)
+  fresh = random_variables(build.variable_shapes(fusion), seed=3)
   fusion.model.rgb_checkpoint = str(tmp_path / 'rgb')
   fusion.model.depth_checkpoint = str(tmp_path / 'depth')
   got = _flat(pretrained.initial_variables(fusion, fresh))

@@ -13,7 +13,7 @@ from rgbd_jax.convert import torch_import
 
 def torch_to_orbax(src: str, dst: str, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Original .pth.tar -> Orbax variables directory (+ the resolved config); returns that config."""
-  from rgbd_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from rgbd_jax import checkpoint  # pylint: disable=g-import-not-at-top
   config, variables = torch_import.load_torch_checkpoint(src, config)
   checkpoint.save_variables(dst, variables, config)
   counts = {k: sum(1 for _ in _leaves(v)) for k, v in variables.items()}
@@ -25,7 +25,7 @@ def torch_to_orbax(src: str, dst: str, config: ml_collections.ConfigDict) -> ml_
 
 def orbax_to_torch(src: str, dst: str, epoch: int = 0, bestacc: float = 0.0) -> None:
   """Orbax variables directory or training workdir -> original .pth.tar."""
-  from rgbd_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from rgbd_jax import checkpoint  # pylint: disable=g-import-not-at-top
   config, variables = checkpoint.load_variables(src)
   state_dict = torch_export.variables_to_state_dict(variables, config)
   torch_export.save_torch_checkpoint(dst, state_dict, epoch=epoch, bestacc=bestacc)

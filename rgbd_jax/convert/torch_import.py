@@ -26,6 +26,7 @@ import numpy as np
 
 from rgbd_jax.convert import torch_layout
 from rgbd_jax.convert import torch_pickle
+from rgbd_jax.models import build
 
 FlatKey = tuple[str, ...]  # (collection, *module path, leaf)
 
@@ -73,40 +74,6 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   if bad:
     raise ValueError(f'{path}: state_dict entries that are not tensors: {bad[:5]}')
   return torch_layout.strip_module_prefix(state_dict), meta
-
-
-# ---------------------------------------------------------------- targets
-
-def dummy_inputs(config: ml_collections.ConfigDict, batch: int = 1, size: int = 32,
-                 dtype: Any = jnp.float32) -> tuple[jax.ShapeDtypeStruct, ...]:
-  """Abstract model inputs (NTHWC) that fix every parameter shape; 32 is the smallest valid size."""
-  t = config.model.sample_duration
-  video = jax.ShapeDtypeStruct((batch, t, size, size, 3), dtype)
-  heat = jax.ShapeDtypeStruct((batch, t, size, size, 1), dtype)
-  if config.model.Network == 'FusionNet':
-    return (video, heat, video, heat)
-  return (video, heat)
-
-
-def _init_fn(config: ml_collections.ConfigDict):
-  from rgbd_jax.models import build  # pylint: disable=g-import-not-at-top
-  model = build.build_model(config)
-
-  def init(key, *inputs):
-    k1, k2, k3 = jax.random.split(key, 3)
-    return model.init({'params': k1, 'dropout': k2, 'frames': k3}, *inputs, train=False, temp=1.0)
-  return init
-
-
-def target_shapes(config: ml_collections.ConfigDict) -> dict:
-  """The model's variables as ShapeDtypeStructs (nothing is computed)."""
-  return jax.eval_shape(_init_fn(config), jax.random.key(0), *dummy_inputs(config))
-
-
-def init_variables(config: ml_collections.ConfigDict, seed: int = 0) -> dict:
-  """Freshly initialised variables of the model (for partial loading)."""
-  inputs = [jnp.zeros(s.shape, s.dtype) for s in dummy_inputs(config)]
-  return jax.jit(_init_fn(config))(jax.random.key(seed), *inputs)
 
 
 # ---------------------------------------------------------------- mapping
@@ -230,10 +197,6 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], target: Mappin
   return flax.traverse_util.unflatten_dict(out)
 
 
-def _param_dtype(config: ml_collections.ConfigDict) -> Any:
-  return np.float64 if config.model.dtype == 'float64' else np.float32
-
-
 def load_torch_checkpoint(path: str, config: ml_collections.ConfigDict, dtype: Any = None
                           ) -> tuple[ml_collections.ConfigDict, dict]:
   """(config with the checkpoint's architecture, variables {'params', 'batch_stats'}).
@@ -248,8 +211,8 @@ def load_torch_checkpoint(path: str, config: ml_collections.ConfigDict, dtype: A
   config = torch_layout.apply_architecture(config, found)
   logging.info('%s: %s network, %d tensors%s', path, config.model.Network, len(state_dict),
                ''.join(f', {k} {meta[k]}' for k in ('epoch', 'bestacc') if k in meta))
-  target = target_shapes(config)
-  variables = state_dict_to_variables(state_dict, target, dtype or _param_dtype(config))
+  target = build.variable_shapes(config)
+  variables = state_dict_to_variables(state_dict, target, dtype or np.dtype(build.param_dtype(config)))
   return config, variables
 
 

@@ -145,11 +145,14 @@ def fusion_entries(config: ml_collections.ConfigDict) -> Iterator[Entry]:
 
 def original_entries(config: ml_collections.ConfigDict) -> list[Entry]:
   """Every state_dict entry of the original network for `config`, in the original's order."""
-  if config.model.Network == 'FusionNet':
-    return list(fusion_entries(config))
-  if config.model.Network == 'I3DWTrans':
-    return list(dsn_entries('', config, heads=True))
-  raise ValueError(f'model.Network={config.model.Network!r}: expected I3DWTrans or FusionNet')
+  entries = _ENTRIES.get(config.model.Network)
+  if entries is None:
+    raise ValueError(f'model.Network={config.model.Network!r}: no PyTorch layout (known: {sorted(_ENTRIES)})')
+  return list(entries(config))
+
+
+# model.Network -> its state_dict entries (the original's checkpoint format of each kind)
+_ENTRIES = {'I3DWTrans': lambda config: dsn_entries('', config, heads=True), 'FusionNet': fusion_entries}
 
 
 def strip_module_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,34 +1,50 @@
-"""Config -> network, and the sharpness temperature schedule.
+"""Config -> network: the one place that knows each network kind.
 
-The only place that reads the config for the models: modules get plain fields.
+`NETWORKS` holds one `NetworkKind` per value of `model.Network`: how to build
+it, the inputs it takes (in call order), its headline and named logits, and
+its training objective. Training, evaluation, the converter and the tools ask
+this description instead of testing the network's name. It is also the only
+place that reads the config for the models: modules get plain fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from rgbd_jax import configs
+from rgbd_jax.models import losses as losses_lib
 from rgbd_jax.models.dtn import DTN
 from rgbd_jax.models.fusion import CrossFusionNet
 from rgbd_jax.models.recognizer import DSNNet
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float64': jnp.float64}
 WARMUP_TEMP_EPOCHS = 30  # the original's DTN default
+MIN_SIZE = 32            # the smallest H = W the stem takes; every parameter shape is fixed by it
+
+Out = Mapping[str, jax.Array]
 
 
-def _dtypes(config):
-  name = config.model.dtype
-  if name not in DTYPES:
-    raise ValueError(f'model.dtype must be one of {sorted(DTYPES)}, got {name!r}')
-  dtype = DTYPES[name]
-  return dtype, (jnp.float64 if name == 'float64' else jnp.float32)
+def compute_dtype(config: ml_collections.ConfigDict):
+  """model.dtype as a jnp dtype (float64 only for parity runs under x64)."""
+  dtypes = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float64': jnp.float64}
+  if config.model.dtype not in dtypes:
+    raise ValueError(f'model.dtype must be one of {sorted(dtypes)}, got {config.model.dtype!r}')
+  return dtypes[config.model.dtype]
 
 
-def _dsn(config: ml_collections.ConfigDict, num_classes):
+def param_dtype(config: ml_collections.ConfigDict):
+  """Parameters, optimiser state and BatchNorm statistics: float32 (float64 in parity runs)."""
+  return jnp.float64 if compute_dtype(config) == jnp.float64 else jnp.float32
+
+
+def _dsn(config: ml_collections.ConfigDict, num_classes: int | None) -> DSNNet:
   m, d = config.model, config.dataset
-  dtype, param_dtype = _dtypes(config)
+  dtype, pdtype = compute_dtype(config), param_dtype(config)
   dtn = DTN(
       num_classes=num_classes,
       frames=int(m.sample_duration),
@@ -37,23 +53,107 @@ def _dsn(config: ml_collections.ConfigDict, num_classes):
       mlp_dim=int(m.mlp_dim), dropout=float(m.dropout), knn_attention=float(m.knn_attention),
       recoupling=bool(m.recoupling), se_heads=int(m.SEHeads), rcm_hidden=configs.rcm_hidden(config),
       rcm_dropout=float(m.rcm_dropout), temper=float(m.temper), sharpness=bool(m.sharpness),
-      train_sampling=str(m.frame_sampling), dtype=dtype, param_dtype=param_dtype, parent=None)
+      train_sampling=str(m.frame_sampling), dtype=dtype, param_dtype=pdtype, parent=None)
   return DSNNet(num_classes=num_classes, width=float(m.width), frp=bool(m.frp), w=int(m.w), dtn=dtn,
-                dtype=dtype, param_dtype=param_dtype, parent=None)
+                dtype=dtype, param_dtype=pdtype, parent=None)
+
+
+def _fusion(config: ml_collections.ConfigDict) -> CrossFusionNet:
+  return CrossFusionNet(num_classes=configs.num_classes(config), stream=_dsn(config, None),
+                        fusion_dropout=float(config.model.fusion_dropout),
+                        bce_dropout=float(config.model.bce_dropout),
+                        dtype=compute_dtype(config), param_dtype=param_dtype(config))
+
+
+def _dsn_losses(config, out: Out, labels, distill_weight, mask=None) -> dict[str, jax.Array]:
+  c = config.common
+  lamdb = [float(x) for x in c.loss_lamdb] if c.MultiLoss else [1.0, 0.0, 0.0, 0.0]
+  return losses_lib.dsn_losses(out, labels, loss_lamdb=lamdb, distill_weight=distill_weight,
+                               eps=configs.label_smoothing(config), mask=mask)
+
+
+def _fusion_losses(config, out: Out, labels, distill_weight, mask=None) -> dict[str, jax.Array]:
+  # tools/fusion.py adds both streams' distillation with weight 1 from the first epoch, and
+  # lib/model/fusion_Net.py weighs its MSE by 1 (Jester.yml's mse_weight is never read).
+  del distill_weight
+  return losses_lib.fusion_losses(out, labels, eps=configs.label_smoothing(config),
+                                  distill_weight=1.0, mse_weight=1.0, mask=mask)
+
+
+def _dsn_logits(out: Out) -> dict[str, jax.Array]:
+  xs, xm, xl = out['xs'], out['xm'], out['xl']
+  return {'top1': out['logits'], 'top1_xs': xs, 'top1_xm': xm, 'top1_xl': xl,
+          'top1_xs+xm': xs + xm, 'top1_xs+xl': xs + xl, 'top1_xm+xl': xm + xl}
+
+
+def _fusion_logits(out: Out) -> dict[str, jax.Array]:
+  r, d, f = out['logits_rgb'], out['logits_depth'], out['fusion_logits']
+  return {'top1': f, 'top1_rgb': r, 'top1_depth': d, 'top1_rgb+depth': r + d, 'top1_all': r + d + f}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkKind:
+  """What the rest of the port needs to know about one kind of network."""
+  name: str                                   # the value of model.Network
+  inputs: tuple[tuple[str, int], ...]         # (batch key, channels) in call order (NTHWC)
+  build: Callable[[ml_collections.ConfigDict], Any]
+  headline: str                               # output key of the headline logits ('top1')
+  named_logits: Callable[[Out], dict[str, jax.Array]]  # every reported accuracy's logits, 'top1' first
+  losses: Callable[..., dict[str, jax.Array]]  # (config, out, labels, distill_weight, mask) -> {'total', ...}
+  # (variable prefix, model config key) of streams initialised from their own unimodal checkpoints
+  stream_checkpoints: tuple[tuple[str, str], ...] = ()
+
+  @property
+  def input_keys(self) -> tuple[str, ...]:
+    return tuple(k for k, _ in self.inputs)
+
+
+NETWORKS: dict[str, NetworkKind] = {
+    'I3DWTrans': NetworkKind('I3DWTrans', (('video', 3), ('heatmap', 1)),
+                             lambda config: _dsn(config, configs.num_classes(config)),
+                             'logits', _dsn_logits, _dsn_losses),
+    'FusionNet': NetworkKind('FusionNet', (('rgb', 3), ('rgb_heatmap', 1), ('depth', 3), ('depth_heatmap', 1)),
+                             _fusion, 'fusion_logits', _fusion_logits, _fusion_losses,
+                             stream_checkpoints=(('Modalit_rgb.', 'rgb_checkpoint'),
+                                                 ('Modalit_depth.', 'depth_checkpoint'))),
+}
+
+
+def network(config: ml_collections.ConfigDict) -> NetworkKind:
+  """The description of `config.model.Network`."""
+  name = config.model.Network
+  if name not in NETWORKS:
+    raise ValueError(f'model.Network must be one of {sorted(NETWORKS)}, got {name!r}')
+  return NETWORKS[name]
 
 
 def build_model(config: ml_collections.ConfigDict):
-  """DSNNet for model.Network 'I3DWTrans', CrossFusionNet for 'FusionNet'."""
-  network = config.model.Network
-  classes = configs.num_classes(config)
-  if network == 'I3DWTrans':
-    return _dsn(config, classes)
-  if network == 'FusionNet':
-    dtype, param_dtype = _dtypes(config)
-    return CrossFusionNet(num_classes=classes, stream=_dsn(config, None),
-                          fusion_dropout=float(config.model.fusion_dropout),
-                          bce_dropout=float(config.model.bce_dropout), dtype=dtype, param_dtype=param_dtype)
-  raise ValueError(f"model.Network must be 'I3DWTrans' or 'FusionNet', got {network!r}")
+  """The flax module of `config.model.Network`."""
+  return network(config).build(config)
+
+
+def dummy_inputs(config: ml_collections.ConfigDict, batch: int = 1, size: int = MIN_SIZE,
+                 abstract: bool = False) -> tuple[Any, ...]:
+  """Zero inputs (NTHWC, the compute dtype) that fix every parameter shape; ShapeDtypeStructs if `abstract`."""
+  t, dtype = int(config.model.sample_duration), compute_dtype(config)
+  shapes = [(batch, t, size, size, c) for _, c in network(config).inputs]
+  if abstract:
+    return tuple(jax.ShapeDtypeStruct(s, dtype) for s in shapes)
+  return tuple(jnp.zeros(s, dtype) for s in shapes)
+
+
+def init_variables(model, config: ml_collections.ConfigDict, rng: jax.Array) -> dict[str, Any]:
+  """Fresh {'params', 'batch_stats'} of `model` (call under jit or eval_shape)."""
+  k_params, k_drop, k_frames = jax.random.split(rng, 3)
+  variables = model.init({'params': k_params, 'dropout': k_drop, 'frames': k_frames},
+                         *dummy_inputs(config), train=False, temp=1.0)
+  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
+
+
+def variable_shapes(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The model's variables as ShapeDtypeStructs (nothing is computed)."""
+  model = build_model(config)
+  return jax.eval_shape(lambda r: init_variables(model, config, r), jax.random.key(0))
 
 
 def sharpness_temperature(config: ml_collections.ConfigDict, epoch: int) -> float:

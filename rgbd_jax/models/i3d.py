@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from rgbd_jax.models.frp import pool_heatmap_to
-from rgbd_jax.models.layers import inception_widths, max_pool_same
+from rgbd_jax.models.layers import inception_widths
+from rgbd_jax.models.ops.pool import max_pool_same
 
 # (name, kind, spec): 'unit' (features, kernel, stride), 'pool' (window, stride), 'mixed' widths.
 ENDPOINTS = (

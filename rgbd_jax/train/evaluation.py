@@ -13,19 +13,20 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax import parallel
 from rgbd_jax.data import pipeline
 from rgbd_jax.data import splits
+from rgbd_jax import checkpoint
+from rgbd_jax.models import build
 from rgbd_jax.models.build import build_model, sharpness_temperature
-from rgbd_jax.train import checkpoint
 from rgbd_jax.train import metrics as metrics_lib
-from rgbd_jax.train import state as state_lib
 from rgbd_jax.train import steps
 
 
 def batch_keys(config: ml_collections.ConfigDict, train: bool) -> tuple[str, ...]:
   """Batch entries the jitted steps read."""
-  keys = state_lib.input_keys(config) + ('label',)
+  keys = build.network(config).input_keys + ('label',)
   return keys if train else keys + ('mask', 'index')
 
 
@@ -38,7 +39,7 @@ def loader(config: ml_collections.ConfigDict, phase: str, global_batch: int, shu
 
 def make_eval_fn(model, config: ml_collections.ConfigDict):
   return jax.jit(functools.partial(steps.eval_step, model=model, config=config),
-                 compiler_options=parallel.compiler_options(int(config.common.xla_opt_level)))
+                 compiler_options=compile_options.compiler_options(int(config.common.xla_opt_level)))
 
 
 def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh, eval_fn,

@@ -17,11 +17,12 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax import configs
 from rgbd_jax import parallel
 from rgbd_jax.data import pipeline
 from rgbd_jax.models.build import build_model, sharpness_temperature
-from rgbd_jax.train import checkpoint
+from rgbd_jax import checkpoint
 from rgbd_jax.train import evaluation
 from rgbd_jax.train import metrics as metrics_lib
 from rgbd_jax.train import optim
@@ -93,7 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_fn = jax.jit(functools.partial(steps.train_step, model=model, config=config, tx=tx,
                                        schedule=schedule), donate_argnums=(0,),
-                     compiler_options=parallel.compiler_options(int(c.xla_opt_level)))
+                     compiler_options=compile_options.compiler_options(int(c.xla_opt_level)))
   eval_fn = evaluation.make_eval_fn(model, config)
 
   # ------------------------------------------------------------------ loop

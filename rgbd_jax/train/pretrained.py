@@ -18,7 +18,8 @@ import numpy as np
 
 from rgbd_jax.convert import torch_export
 from rgbd_jax.convert import torch_import
-from rgbd_jax.train import checkpoint
+from rgbd_jax.models import build
+from rgbd_jax import checkpoint
 
 
 def read_source(path: str) -> dict[str, np.ndarray]:
@@ -48,19 +49,18 @@ def initial_variables(config: ml_collections.ConfigDict, fresh: dict[str, Any]) 
   network. Unimodal: `pretrained` with the heads skipped (fine-tuning).
   """
   m = config.model
+  kind = build.network(config)
   variables = fresh
-  if m.Network == 'FusionNet':
-    for prefix, path in (('Modalit_rgb.', m.rgb_checkpoint), ('Modalit_depth.', m.depth_checkpoint)):
-      if path:
-        variables = _load(path, variables, f'{prefix[:-1]} stream', prefix=prefix, skip_heads=True)
-      else:
-        logging.warning('FusionNet: no %s checkpoint given (model.%s); that stream starts at '
-                        'random (the original requires both)', prefix[:-1],
-                        'rgb_checkpoint' if 'rgb' in prefix else 'depth_checkpoint')
-    if m.pretrained:
-      # The original's loader skips only the unimodal heads' names here, so the
-      # fusion classifiers load too when their shapes match.
-      variables = _load(m.pretrained, variables, 'pretrained FusionNet', skip_heads=False)
-  elif m.pretrained:
-    variables = _load(m.pretrained, variables, 'pretrained', skip_heads=True)
+  for prefix, key in kind.stream_checkpoints:
+    if m[key]:
+      variables = _load(m[key], variables, f'{prefix[:-1]} stream', prefix=prefix, skip_heads=True)
+    else:
+      logging.warning('%s: no %s checkpoint given (model.%s); that stream starts at random '
+                      '(the original requires each)', kind.name, prefix[:-1], key)
+  if m.pretrained:
+    # Over a whole fusion network the original's loader skips only the unimodal heads' names,
+    # so the fusion classifiers load too when their shapes match; a unimodal network is
+    # fine-tuned, its heads skipped.
+    variables = _load(m.pretrained, variables, f'pretrained {kind.name}',
+                      skip_heads=not kind.stream_checkpoints)
   return variables

@@ -11,7 +11,9 @@ import ml_collections
 import numpy as np
 import optax
 
+from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax import parallel
+from rgbd_jax.models import build
 
 
 @flax.struct.dataclass
@@ -33,35 +35,6 @@ class TrainState:
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
-def input_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Batch keys the model takes, in call order."""
-  if config.model.Network == 'FusionNet':
-    return ('rgb', 'rgb_heatmap', 'depth', 'depth_heatmap')
-  if config.model.Network == 'I3DWTrans':
-    return ('video', 'heatmap')
-  raise ValueError(f"model.Network must be 'I3DWTrans' or 'FusionNet', got {config.model.Network!r}")
-
-
-def compute_dtype(config: ml_collections.ConfigDict):
-  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float64': jnp.float64}[config.model.dtype]
-
-
-def dummy_inputs(config: ml_collections.ConfigDict, batch: int = 1) -> tuple[np.ndarray, ...]:
-  """Zero inputs of the configured shape, for initialisation."""
-  t, s = int(config.model.sample_duration), int(config.model.sample_size)
-  dtype = np.float64 if config.model.dtype == 'float64' else np.float32
-  shapes = {'video': 3, 'heatmap': 1, 'rgb': 3, 'rgb_heatmap': 1, 'depth': 3, 'depth_heatmap': 1}
-  return tuple(np.zeros((batch, t, s, s, shapes[k]), dtype) for k in input_keys(config))
-
-
-def init_variables(model, config: ml_collections.ConfigDict, rng: jax.Array) -> dict[str, Any]:
-  """Fresh {'params', 'batch_stats'} (to be called under jit)."""
-  k_params, k_drop, k_frames = jax.random.split(rng, 3)
-  variables = model.init({'params': k_params, 'dropout': k_drop, 'frames': k_frames},
-                         *dummy_inputs(config), train=False, temp=1.0)
-  return {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
-
-
 def create_train_state(model, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
                        mesh: jax.sharding.Mesh, rng: jax.Array,
                        variables: dict[str, Any] | None = None,
@@ -79,8 +52,8 @@ def create_train_state(model, config: ml_collections.ConfigDict, tx: optax.Gradi
 
   if variables is None:
     # Runs once: compile it for compile speed (about 2x faster to build), not run speed.
-    options = parallel.compiler_options(opt_level=0)
-    fresh = jax.jit(lambda r: init_variables(model, config, r), out_shardings=replicated,
+    options = compile_options.compiler_options(opt_level=0)
+    fresh = jax.jit(lambda r: build.init_variables(model, config, r), out_shardings=replicated,
                     compiler_options=options)(init_rng)
     variables = fresh if on_variables is None else on_variables(jax.device_get(fresh))
 

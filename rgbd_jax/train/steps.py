@@ -17,13 +17,16 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from rgbd_jax.train import losses as losses_lib
-from rgbd_jax.train.state import TrainState, input_keys
+from rgbd_jax import configs
+from rgbd_jax.models import build
+from rgbd_jax.models import losses as losses_lib
+from rgbd_jax.train.state import TrainState
 
 
 def hparams(temp: float, distill_weight: float, lr_scale: float = 1.0) -> dict[str, Any]:
-  return {'temp': jnp.float32(temp), 'distill_weight': jnp.float32(distill_weight),
-          'lr_scale': jnp.float32(lr_scale)}
+  """The per-epoch scalars, as arrays of JAX's default float (float64 under x64, as the original's Python floats)."""
+  as_array = lambda v: jnp.asarray(v, dtype=jnp.result_type(float))
+  return {'temp': as_array(temp), 'distill_weight': as_array(distill_weight), 'lr_scale': as_array(lr_scale)}
 
 
 def step_rngs(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
@@ -35,35 +38,6 @@ def step_rngs(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
   return {'dropout': k_drop, 'frames': k_frames}
 
 
-def compute_losses(config: ml_collections.ConfigDict, out: dict[str, Any], labels: jax.Array,
-                   distill_weight: Any) -> dict[str, jax.Array]:
-  """The original's training objective for the configured network."""
-  eps = float(config.common.label_smoothing)
-  if config.model.Network == 'FusionNet':
-    # tools/fusion.py adds both streams' distillation with weight 1 from the first epoch.
-    return losses_lib.fusion_losses(out, labels, eps=eps, distill_weight=1.0,
-                                    mse_weight=float(config.common.mse_weight))
-  lamdb = ([float(x) for x in config.common.loss_lamdb] if config.common.MultiLoss
-           else [1.0, 0.0, 0.0, 0.0])
-  return losses_lib.dsn_losses(out, labels, loss_lamdb=lamdb, distill_weight=distill_weight,
-                               eps=eps)
-
-
-def named_logits(config: ml_collections.ConfigDict, out: dict[str, Any]) -> dict[str, jax.Array]:
-  """Logits each reported accuracy is taken from; 'top1' (the headline) first."""
-  if config.model.Network == 'FusionNet':
-    r, d, f = out['logits_rgb'], out['logits_depth'], out['fusion_logits']
-    return {'top1': f, 'top1_rgb': r, 'top1_depth': d, 'top1_rgb+depth': r + d,
-            'top1_all': r + d + f}
-  xs, xm, xl = out['xs'], out['xm'], out['xl']
-  return {'top1': out['logits'], 'top1_xs': xs, 'top1_xm': xm, 'top1_xl': xl,
-          'top1_xs+xm': xs + xm, 'top1_xs+xl': xs + xl, 'top1_xm+xl': xm + xl}
-
-
-def headline_logits(config: ml_collections.ConfigDict, out: dict[str, Any]) -> jax.Array:
-  return out['fusion_logits'] if config.model.Network == 'FusionNet' else out['logits']
-
-
 def global_norm(tree: Any) -> jax.Array:
   """L2 norm of all leaves, over the same concatenation optax.flatten makes (XLA shares it)."""
   return jnp.linalg.norm(jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)]))
@@ -71,10 +45,11 @@ def global_norm(tree: Any) -> jax.Array:
 
 def forward_train(model, config, params, batch_stats, batch, hp, rngs):
   """Training-mode forward pass and losses; returns (total, (out, losses, new batch_stats))."""
-  inputs = [batch[k] for k in input_keys(config)]
+  kind = build.network(config)
+  inputs = [batch[k] for k in kind.input_keys]
   out, mutated = model.apply({'params': params, 'batch_stats': batch_stats}, *inputs,
                              train=True, temp=hp['temp'], rngs=rngs, mutable=['batch_stats'])
-  losses = compute_losses(config, out, batch['label'], hp['distill_weight'])
+  losses = kind.losses(config, out, batch['label'], hp['distill_weight'])
   return losses['total'], (out, losses, mutated.get('batch_stats', batch_stats))
 
 
@@ -89,7 +64,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], hp: dict[str, Any
   updates, opt_state = tx.update(grads, state.opt_state, state.params, lr_scale=hp['lr_scale'])
   params = optax.apply_updates(state.params, updates)
   labels = batch['label']
-  correct = jnp.sum(jnp.argmax(headline_logits(config, out), -1) == labels)
+  correct = jnp.sum(jnp.argmax(out[build.network(config).headline], -1) == labels)
   metrics = {'loss': losses['total'], 'grad_norm': grad_norm,
              'lr': schedule(state.step) * hp['lr_scale'],
              'train_top1': correct / labels.shape[0]}
@@ -106,16 +81,15 @@ def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], hp: dict[s
   Returns per-example headline logits and predictions too (for the confusion
   matrix and `--save_output`).
   """
-  inputs = [batch[k] for k in input_keys(config)]
-  out = model.apply(variables, *inputs, train=False, temp=hp['temp'])
+  kind = build.network(config)
+  out = model.apply(variables, *[batch[k] for k in kind.input_keys], train=False, temp=hp['temp'])
   labels, mask = batch['label'], batch['mask']
   weight = mask.astype(jnp.float32)
   sums = {name: jnp.sum((jnp.argmax(logits, -1) == labels) * weight)
-          for name, logits in named_logits(config, out).items()}
-  ce = losses_lib.label_smoothing_ce(headline_logits(config, out), labels,
-                                     eps=float(config.common.label_smoothing), mask=mask)
+          for name, logits in kind.named_logits(out).items()}
+  logits = out[kind.headline]
+  ce = losses_lib.label_smoothing_ce(logits, labels, eps=configs.label_smoothing(config), mask=mask)
   sums['ce_loss'] = ce * jnp.sum(weight)
-  logits = headline_logits(config, out)
   extra = {k: batch[k] for k in ('label', 'mask', 'index') if k in batch}
   return {'sums': sums, 'count': jnp.sum(weight), 'logits': logits,
           'pred': jnp.argmax(logits, -1), **extra}

@@ -28,11 +28,9 @@ import ml_collections
 import numpy as np
 
 from rgbd_jax.convert import torch_import
-from rgbd_jax.train import losses as losses_lib
-from rgbd_jax.train import step_check
+from rgbd_jax.models import build
+from rgbd_jax.tools import step_check
 
-UNIMODAL_INPUTS = {'video': 3, 'heatmap': 1}  # name -> channels
-FUSION_INPUTS = {'rgb': 3, 'rgb_heatmap': 1, 'depth': 3, 'depth_heatmap': 1}
 # Outputs compared at the float32 tolerance (the rest are debugging intermediates).
 HEADLINE = ('logits', 'xs', 'xm', 'xl', 'fusion_logits', 'logits_rgb', 'logits_depth')
 TOLERANCE_X64 = 1e-6
@@ -49,12 +47,12 @@ def read_inputs(path: str, config: ml_collections.ConfigDict) -> dict[str, np.nd
     raise FileNotFoundError(f'inputs file not found: {path}')
   with np.load(path) as z:
     data = {k: z[k] for k in z.files}
-  fusion = config.model.Network == 'FusionNet'
-  spec = FUSION_INPUTS if fusion else UNIMODAL_INPUTS
-  missing = [k for k in spec if k not in data] + (['target'] if fusion and 'target' not in data else [])
+  kind = build.network(config)
+  spec = dict(kind.inputs)
+  missing = [k for k in spec if k not in data]
   if missing:
-    raise ValueError(f'{path}: missing input key(s) {missing} for {config.model.Network} '
-                     f'(expected {sorted(spec) + (["target"] if fusion else [])}, found {sorted(data)})')
+    raise ValueError(f'{path}: missing input key(s) {missing} for {kind.name} '
+                     f'(expected {sorted(spec)} and optionally target, found {sorted(data)})')
   out = {}
   batch = None
   t = config.model.sample_duration
@@ -89,25 +87,25 @@ def to_model_inputs(inputs: Mapping[str, np.ndarray], dtype: Any) -> dict[str, j
 
 def forward(model, variables, inputs: Mapping[str, jax.Array], *, config: ml_collections.ConfigDict,
             epoch: int) -> dict[str, jax.Array]:
-  """Evaluation-mode outputs; for FusionNet also ce/bce/mse/distillation losses (needs `target`)."""
-  from rgbd_jax.models.build import sharpness_temperature  # pylint: disable=g-import-not-at-top
-  temp = sharpness_temperature(config, epoch)
-  if config.model.Network != 'FusionNet':
-    apply = jax.jit(lambda v, video, heat, temp: model.apply(v, video, heat, train=False, temp=temp))
-    return dict(apply(variables, inputs['video'], inputs['heatmap'], temp))
-  eps = float(config.common.label_smoothing)
+  """Evaluation-mode outputs; with `target` in the inputs also the losses (`<term>_loss`).
 
-  def run(v, rgb, rgb_heat, depth, depth_heat, target, temp):
-    out = dict(model.apply(v, rgb, rgb_heat, depth, depth_heat, train=False, temp=temp))
-    terms = losses_lib.fusion_losses(out, target, eps=eps, distill_weight=1.0,
-                                     mse_weight=float(config.common.mse_weight))
-    out.update({f'{k}_loss': terms[k] for k in ('ce', 'bce', 'mse', 'distillation')})
+  The loss terms are the network's training objective on evaluation-mode
+  outputs (the fusion network's ce/bce/mse/distillation, as the fixtures store them).
+  """
+  kind = build.network(config)
+  temp = build.sharpness_temperature(config, epoch)
+
+  def run(v, args, target, temp):
+    out = dict(model.apply(v, *args, train=False, temp=temp))
+    if target is not None:
+      terms = kind.losses(config, out, target, 1.0)
+      out.update({f'{k}_loss': t for k, t in terms.items() if k != 'total'})
     return out
-  return dict(jax.jit(run)(variables, inputs['rgb'], inputs['rgb_heatmap'], inputs['depth'],
-                           inputs['depth_heatmap'], inputs['target'], temp))
+  args = [inputs[k] for k in kind.input_keys]
+  return dict(jax.jit(run)(variables, args, inputs.get('target'), temp))
 
 
-# name -> mode function. 'train_step': one training step (rgbd_jax.train.step_check).
+# name -> mode function. 'train_step': one training step (rgbd_jax.tools.step_check).
 MODES: dict[str, Callable[..., dict[str, jax.Array]]] = {
     'forward': forward, 'train_step': step_check.crosscheck_mode}
 
@@ -143,12 +141,11 @@ def compare(ours: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray], x64: 
 
 def prepare(checkpoint: str, config: ml_collections.ConfigDict, x64: bool):
   """(config, model, variables) for a checkpoint; call inside `precision(x64)`."""
-  from rgbd_jax.models.build import build_model  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   if x64:
     config.model.dtype = 'float64'
   config, variables = torch_import.load_torch_checkpoint(checkpoint, config)
-  return config, build_model(config), variables
+  return config, build.build_model(config), variables
 
 
 @contextlib.contextmanager

@@ -58,44 +58,6 @@ def quiet_orbax_logs() -> None:
 
 
 # ----------------------------------------------------------------- configs
-def config_to_json(config: ml_collections.ConfigDict) -> str:
-  return config.to_json_best_effort(indent=2, sort_keys=True)
-
-
-def _merge(base: ml_collections.ConfigDict, values: dict[str, Any], where: str):
-  """Writes JSON values onto `base`, giving back tuples where the default is one."""
-  for key, value in values.items():
-    if key in base and isinstance(base[key], ml_collections.ConfigDict):
-      if not isinstance(value, dict):
-        raise ValueError(f'{where}: {key} should be a section, got {value!r}')
-      _merge(base[key], value, f'{where}.{key}')
-      continue
-    if key in base and isinstance(base[key], tuple) and isinstance(value, list):
-      value = tuple(value)
-    with base.unlocked():
-      if key in base and base[key] is not None and value is not None and (
-          type(base[key]) is not type(value)):
-        if isinstance(base[key], float) and isinstance(value, int):
-          value = float(value)
-        else:
-          # The saved config wins; drop the type lock of our default.
-          del base[key]
-      base[key] = value
-
-
-def config_from_json(text: str, where: str = 'config.json') -> ml_collections.ConfigDict:
-  """The base config updated with a saved config (keys unknown to us are kept)."""
-  try:
-    values = json.loads(text)
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{where}: not valid JSON: {e}') from e
-  if not isinstance(values, dict):
-    raise ValueError(f'{where}: expected a JSON object with sections common/model/dataset')
-  config = configs.base_config()
-  _merge(config, values, where)
-  return config
-
-
 def write_config(directory: str | os.PathLike, config: ml_collections.ConfigDict):
   """Writes `<directory>/config.json` atomically (only process 0 writes)."""
   if jax.process_index() != 0:
@@ -103,7 +65,7 @@ def write_config(directory: str | os.PathLike, config: ml_collections.ConfigDict
   directory = epath.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   tmp = directory / (CONFIG_FILE + '.tmp')
-  tmp.write_text(config_to_json(config))
+  tmp.write_text(configs.to_json(config))
   os.replace(os.fspath(tmp), os.fspath(directory / CONFIG_FILE))
 
 
@@ -111,7 +73,7 @@ def read_config(directory: str | os.PathLike) -> ml_collections.ConfigDict:
   path = epath.Path(directory) / CONFIG_FILE
   if not path.exists():
     raise FileNotFoundError(f'{path}: no config.json (is {directory} a checkpoint or workdir?)')
-  return config_from_json(path.read_text(), os.fspath(path))
+  return configs.from_json(path.read_text(), os.fspath(path))
 
 
 # --------------------------------------------------- variables directories

@@ -20,12 +20,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from rgbd_jax import parallel
+from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax.convert import torch_export
 from rgbd_jax.convert import torch_layout
+from rgbd_jax.models import build
 from rgbd_jax.models.build import build_model, sharpness_temperature
 from rgbd_jax.train import optim
-from rgbd_jax.train import state as state_lib
 from rgbd_jax.train import steps
 
 
@@ -51,7 +51,7 @@ def train_step_outputs(config: ml_collections.ConfigDict, variables: Mapping[str
     config: the run's config (learning rate, momentum, weight decay, grad_clip,
       loss weights, label smoothing); dropout and frame sampling are overridden.
     variables: {'params', 'batch_stats'} of the network.
-    batch: the model inputs in our layout (NTHWC) under `state.input_keys`
+    batch: the model inputs in our layout (NTHWC) under the network's input keys (`build.network(config).input_keys`)
       names, and 'label' (B,).
     epoch: sets the sharpness temperature and the distillation weight (0 until
       warm-up ends, as tools/train.py).
@@ -74,14 +74,15 @@ def train_step_outputs(config: ml_collections.ConfigDict, variables: Mapping[str
   tx, _ = optim.make_optimizer(config, steps_per_epoch=1,
                                learning_rate=float(config.common.learning_rate))
   hp = steps.hparams(sharpness_temperature(config, epoch), optim.distill_weight(config, epoch))
-  names = state_lib.input_keys(config)
+  kind = build.network(config)
+  names = kind.input_keys
   missing = [k for k in names + ('label',) if k not in batch]
   if missing:
     raise ValueError(f'the batch lacks {missing} (a training step needs the inputs and `target`)')
   inputs = {k: jnp.asarray(batch[k]) for k in names}
   inputs['label'] = jnp.asarray(batch['label'], jnp.int32)
 
-  @functools.partial(jax.jit, compiler_options=parallel.compiler_options())
+  @functools.partial(jax.jit, compiler_options=compile_options.compiler_options())
   def step(params, batch_stats, inputs):
     grad_fn = jax.grad(functools.partial(steps.forward_train, model, config), has_aux=True)
     rngs = steps.step_rngs(jax.random.PRNGKey(0), 0)  # unused: no dropout, centre frames
@@ -89,7 +90,7 @@ def train_step_outputs(config: ml_collections.ConfigDict, variables: Mapping[str
     updates, _ = tx.update(grads, tx.init(params), params)
     return {'grads': grads, 'params': optax.apply_updates(params, updates),
             'batch_stats': new_stats, 'losses': losses,
-            'logits': steps.headline_logits(config, out),
+            'logits': out[kind.headline],
             'grad_global_norm': optax.tree.norm(grads)}
 
   params = variables['params']

@@ -35,7 +35,7 @@ import optax
 from rgbd_jax import configs
 from rgbd_jax import hugepages
 from rgbd_jax.models.build import build_model
-from rgbd_jax.models.compile import compiler_options
+from rgbd_jax.models.ops.compile import compiler_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
