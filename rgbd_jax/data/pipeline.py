@@ -31,7 +31,9 @@ import grain
 import ml_collections
 import numpy as np
 
+from rgbd_jax import configs
 from rgbd_jax.data import clips
+from rgbd_jax.data import layouts
 from rgbd_jax.data import sources
 
 # Tags that keep the seeds of the different draws apart.
@@ -242,3 +244,21 @@ def make_loader(config: ml_collections.ConfigDict, phase: str, *, global_batch_s
   """
   spec = _Spec.create(config, phase, global_batch_size, seed, process_index, process_count, shuffle)
   return BatchIterator(spec)
+
+
+def example_batch(config: ml_collections.ConfigDict, batch_size: int, train: bool = True,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+  """A random batch shaped and typed like the loader's (for benchmarks and compile checks)."""
+  rng = np.random.default_rng(seed)
+  keys = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
+  t, s = int(config.model.sample_duration), int(config.model.sample_size)
+  out = {}
+  for stream in layouts.streams(config):
+    clip_key, heat_key = keys[stream]
+    out[clip_key] = rng.uniform(-1.0, 1.0, (batch_size, t, s, s, 3)).astype(np.float32)
+    out[heat_key] = rng.uniform(0.0, 1.0, (batch_size, t, s, s, 1)).astype(np.float32)
+  out['label'] = (np.arange(batch_size) % max(1, configs.num_classes(config))).astype(np.int32)
+  if not train:
+    out['mask'] = np.ones((batch_size,), bool)
+    out['index'] = np.arange(batch_size, dtype=np.int32)
+  return out

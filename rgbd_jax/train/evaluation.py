@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -13,7 +12,6 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax import parallel
 from rgbd_jax.data import pipeline
 from rgbd_jax.data import splits
@@ -35,11 +33,6 @@ def loader(config: ml_collections.ConfigDict, phase: str, global_batch: int, shu
   return pipeline.make_loader(
       config, phase, global_batch_size=global_batch, seed=int(config.common.seed),
       process_index=jax.process_index(), process_count=jax.process_count(), shuffle=shuffle)
-
-
-def make_eval_fn(model, config: ml_collections.ConfigDict):
-  return jax.jit(functools.partial(steps.eval_step, model=model, config=config),
-                 compiler_options=compile_options.compiler_options(int(config.common.xla_opt_level)))
 
 
 def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh, eval_fn,
@@ -116,7 +109,7 @@ def run(*, workdir: str = '', checkpoint_path: str = '', which: str = 'best',
   replicated = parallel.replicated(mesh)
   variables = jax.device_put(variables, replicated)
   model = build_model(config)
-  results, arrays = evaluate(config, variables, mesh, make_eval_fn(model, config), temp)
+  results, arrays = evaluate(config, variables, mesh, steps.jit_eval_step(model, config), temp)
   if save_output:
     # The original writes `<type>-output.pth` into its run directory.
     output = output or os.path.join(workdir or '.', f'{config.dataset.type}-output.npz')

@@ -17,7 +17,6 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax import configs
 from rgbd_jax import parallel
 from rgbd_jax.data import pipeline
@@ -92,10 +91,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     logging.info('no checkpoint in %s: starting from step 0', workdir)
   checkpoint.write_config(workdir, config)
 
-  train_fn = jax.jit(functools.partial(steps.train_step, model=model, config=config, tx=tx,
-                                       schedule=schedule), donate_argnums=(0,),
-                     compiler_options=compile_options.compiler_options(int(c.xla_opt_level)))
-  eval_fn = evaluation.make_eval_fn(model, config)
+  train_fn = steps.jit_train_step(model, config, tx, schedule)
+  eval_fn = steps.jit_eval_step(model, config)
 
   # ------------------------------------------------------------------ loop
   start = int(state.step)

@@ -18,6 +18,7 @@ import ml_collections
 import optax
 
 from rgbd_jax import configs
+from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax.models import build
 from rgbd_jax.models import losses as losses_lib
 from rgbd_jax.train.state import TrainState
@@ -93,3 +94,16 @@ def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], hp: dict[s
   extra = {k: batch[k] for k in ('label', 'mask', 'index') if k in batch}
   return {'sums': sums, 'count': jnp.sum(weight), 'logits': logits,
           'pred': jnp.argmax(logits, -1), **extra}
+
+
+def jit_train_step(model, config: ml_collections.ConfigDict, tx: optax.GradientTransformation, schedule):
+  """The jitted training step `train.py` runs: (state, batch, hparams) -> (state, metrics), state donated."""
+  return jax.jit(functools.partial(train_step, model=model, config=config, tx=tx, schedule=schedule),
+                 donate_argnums=(0,),
+                 compiler_options=compile_options.compiler_options(int(config.common.xla_opt_level)))
+
+
+def jit_eval_step(model, config: ml_collections.ConfigDict):
+  """The jitted evaluation step: (variables, batch, hparams) -> per-batch sums and predictions."""
+  return jax.jit(functools.partial(eval_step, model=model, config=config),
+                 compiler_options=compile_options.compiler_options(int(config.common.xla_opt_level)))
