@@ -9,22 +9,28 @@ checkpoint intact and no half-written one behind:
       <dir>/config.json      the resolved config the variables belong to
       <dir>/variables/       Orbax tree {'params': ..., 'batch_stats': ...}
 
+      <dir>/info.json        what the weights are: trained_epoch, best_top1, num_batches_tracked
+
 * a training workdir (`TrainCheckpoints`):
 
       <workdir>/config.json
-      <workdir>/checkpoints/latest/<step>/{state,data,meta}
-      <workdir>/checkpoints/best/<step>/{state,data,meta}
+      <workdir>/checkpoints/<step>/{state,data,meta}
 
   `state` is the whole train state (params, batch_stats, opt_state, step, rng),
   `data` the input iterator position of every process, `meta` a small JSON
   (epoch, step in epoch, best top-1, ...).
 
-`load_variables(path)` reads either layout.
+`load_variables(path)` reads either layout, `load_info(path)` what is known of the weights.
+
+The epoch convention, everywhere (logs, metrics.jsonl, evaluate, convert, export):
+"epoch E" is the 0-based epoch whose training steps produced the weights; its
+sharpness temperature is the one to evaluate them with. The original's
+`.pth.tar` holds E + 1 in its `epoch` field (tools/train.py saves `epoch + 1`,
+the epochs completed) and its `bestacc` in percent.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -33,6 +39,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import grain
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -57,6 +64,20 @@ def quiet_orbax_logs() -> None:
     absl_logger.addFilter(_OrbaxInfoFilter())
 
 
+INFO_FILE = 'info.json'
+
+
+# ------------------------------------------------------------ epochs
+def to_torch_epoch(trained_epoch: int) -> int:
+  """The original's checkpoint `epoch` field for weights trained through epoch E: E + 1."""
+  return int(trained_epoch) + 1
+
+
+def from_torch_epoch(field: int) -> int:
+  """The epoch E whose training produced the weights of an original checkpoint with `epoch` = field."""
+  return int(field) - 1
+
+
 # ----------------------------------------------------------------- configs
 def write_config(directory: str | os.PathLike, config: ml_collections.ConfigDict):
   """Writes `<directory>/config.json` atomically (only process 0 writes)."""
@@ -78,11 +99,12 @@ def read_config(directory: str | os.PathLike) -> ml_collections.ConfigDict:
 
 # --------------------------------------------------- variables directories
 def save_variables(directory: str | os.PathLike, variables: dict[str, Any],
-                   config: ml_collections.ConfigDict) -> None:
+                   config: ml_collections.ConfigDict, info: dict[str, Any] | None = None) -> None:
   """Saves {'params', 'batch_stats'} and the config as an Orbax checkpoint directory.
 
   `directory` must not hold a previous `variables` item (Orbax refuses to
-  overwrite); the config is written beside it.
+  overwrite); the config is written beside it, and `info` (trained_epoch,
+  best_top1, num_batches_tracked: what the weights' source said) as info.json.
   """
   directory = epath.Path(os.path.abspath(os.fspath(directory)))
   unknown = set(variables) - set(COLLECTIONS)
@@ -97,6 +119,8 @@ def save_variables(directory: str | os.PathLike, variables: dict[str, Any],
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(target, tree)
   write_config(directory, config)
+  if info is not None and jax.process_index() == 0:
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
   logging.info('saved variables to %s', directory)
 
 
@@ -136,125 +160,116 @@ def load_variables(path: str | os.PathLike, which: str = 'best'
       f'workdir (no {CHECKPOINTS_DIR}/)')
 
 
-# ----------------------------------------------------- data iterator state
-class DataIteratorHandler(ocp.CheckpointHandler):
-  """Saves the input iterator position of this process as JSON.
+def load_info(path: str | os.PathLike, which: str = 'best') -> dict[str, Any]:
+  """What is known of the weights `load_variables(path, which)` reads.
 
-  Every process writes its own file (each reads its own shard of the data), so
-  a multi-host run resumes each host where it stopped.
+  Keys (None where unknown): trained_epoch (the epoch convention above),
+  best_top1 (a fraction), steps (training steps taken), num_batches_tracked
+  ({original BatchNorm key: count} or one count for all).
   """
-
-  def _file(self, directory: epath.Path) -> epath.Path:
-    return directory / f'process_{jax.process_index()}-of-{jax.process_count()}.json'
-
-  def save(self, directory: epath.Path, args: 'DataIteratorSave'):
-    state = args.iterator.get_state()
-    if isinstance(state, bytes):
-      state = {'__bytes__': state.decode()}
-    self._file(directory).write_text(json.dumps(state))
-
-  def restore(self, directory: epath.Path, args: 'DataIteratorRestore'):
-    path = self._file(directory)
-    if not path.exists():
-      raise FileNotFoundError(
-          f'{path}: no data iterator state for this process (the checkpoint was written '
-          f'with a different process count?)')
-    state = json.loads(path.read_text())
-    if isinstance(state, dict) and set(state) == {'__bytes__'}:
-      state = state['__bytes__'].encode()
-    if args.iterator is not None:
-      args.iterator.set_state(state)
-    return state
-
-  def metadata(self, directory):
-    del directory
-    return None
-
-  def finalize(self, directory):
-    del directory
-
-  def close(self):
-    pass
-
-
-@ocp.args.register_with_handler(DataIteratorHandler, for_save=True)
-@dataclasses.dataclass
-class DataIteratorSave(ocp.args.CheckpointArgs):
-  iterator: Any
-
-
-@ocp.args.register_with_handler(DataIteratorHandler, for_restore=True)
-@dataclasses.dataclass
-class DataIteratorRestore(ocp.args.CheckpointArgs):
-  iterator: Any = None
+  path = epath.Path(os.path.abspath(os.fspath(path)))
+  info = {'trained_epoch': None, 'best_top1': None, 'steps': None, 'num_batches_tracked': None}
+  if (path / VARIABLES_ITEM).exists():
+    if (path / INFO_FILE).exists():
+      info.update(json.loads((path / INFO_FILE).read_text()))
+    return info
+  ckpts = TrainCheckpoints(path)
+  try:
+    meta = ckpts.read_meta(which)
+  finally:
+    ckpts.close()
+  best = meta.get('best') or {}
+  return dict(info, trained_epoch=meta.get('trained_epoch'), steps=meta.get('step'),
+              best_top1=best.get('top1') if best.get('epoch', -1) >= 0 else None,
+              num_batches_tracked=meta.get('step'))
 
 
 # ------------------------------------------------- training checkpoints
-class TrainCheckpoints:
-  """Latest and best checkpoints of a training workdir (two Orbax managers).
+def _top1(metrics: dict[str, Any]) -> float:
+  return float(metrics['top1'])
 
-  `latest` keeps `keep` checkpoints; `best` keeps the one with the highest
-  top-1 (we only save to it when top-1 improves).
+
+class TrainCheckpoints:
+  """The checkpoints of a training workdir: one Orbax CheckpointManager.
+
+  `<workdir>/checkpoints/<step>/{state,data,meta}`: `state` the whole train
+  state, `data` every process's input iterator position (grain's own Orbax
+  handler: one JSON file per process), `meta` the loop's bookkeeping (epoch,
+  best top-1, averagers, plateau scheduler). A save after an evaluation carries
+  its metrics (`{'top1': ...}`); the policy keeps the latest `keep` checkpoints
+  and the one with the highest top-1, so `latest` and `best` may be one
+  directory. With `async_save`, `save` returns once the arrays are copied off
+  the devices and the files are written in the background (one save in flight
+  at a time; `wait()` or `close()` waits for it).
   """
 
-  def __init__(self, workdir: str | os.PathLike, keep: int = 1, create: bool = False):
-    root = epath.Path(os.path.abspath(os.fspath(workdir))) / CHECKPOINTS_DIR
-    self.root = root
-    handlers = {'state': ocp.StandardCheckpointHandler(),
-                'data': DataIteratorHandler(),
+  def __init__(self, workdir: str | os.PathLike, keep: int = 1, create: bool = False,
+               async_save: bool = False):
+    self.root = epath.Path(os.path.abspath(os.fspath(workdir))) / CHECKPOINTS_DIR
+    if not create and not self.root.exists():
+      raise FileNotFoundError(f'{self.root}: no checkpoints (is {workdir} a training workdir?)')
+    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
+        ocp.checkpoint_managers.LatestN(max(1, int(keep))),
+        ocp.checkpoint_managers.BestN(get_metric_fn=_top1, n=1, keep_checkpoints_without_metrics=False)])
+    options = ocp.CheckpointManagerOptions(
+        create=create, cleanup_tmp_directories=True, enable_async_checkpointing=async_save,
+        best_fn=_top1, best_mode='max', preservation_policy=policy)
+    handlers = {'state': ocp.StandardCheckpointHandler(), 'data': grain.checkpoint.CheckpointHandler(),
                 'meta': ocp.JsonCheckpointHandler()}
-
-    def manager(name, max_to_keep):
-      options = ocp.CheckpointManagerOptions(
-          max_to_keep=max_to_keep, create=create, enable_async_checkpointing=False,
-          cleanup_tmp_directories=True)
-      return ocp.CheckpointManager(root / name, options=options, item_handlers=handlers)
-
-    if create:
-      root.mkdir(parents=True, exist_ok=True)
-    self.managers = {'latest': manager('latest', max(1, keep)), 'best': manager('best', 1)}
+    self.manager = ocp.CheckpointManager(self.root, options=options, item_handlers=handlers)
 
   def close(self):
-    for m in self.managers.values():
-      m.close()
+    self.manager.wait_until_finished()
+    self.manager.close()
 
-  def latest_step(self, which: str = 'latest') -> int | None:
-    return self._manager(which).latest_step()
+  def wait(self):
+    self.manager.wait_until_finished()
 
-  def _manager(self, which: str) -> ocp.CheckpointManager:
-    if which not in self.managers:
-      raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
-    return self.managers[which]
+  def step_of(self, which: str = 'latest') -> int | None:
+    """The step of the latest checkpoint, or of the best (highest top-1) one; None if there is none."""
+    if which == 'latest':
+      return self.manager.latest_step()
+    if which == 'best':
+      return self.manager.best_step()
+    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
 
-  def save(self, which: str, step: int, state: Any, data_iterator: Any, meta: dict[str, Any]):
+  def latest_step(self) -> int | None:
+    return self.step_of('latest')
+
+  def save(self, step: int, state: Any, data_iterator: Any, meta: dict[str, Any],
+           metrics: dict[str, float] | None = None) -> None:
+    """Saves at `step`; `metrics` (with 'top1') when an evaluation of these weights was made."""
     items = {'state': ocp.args.StandardSave(state),
              'meta': ocp.args.JsonSave(dict(meta, step=int(step)))}
     if data_iterator is not None:
-      items['data'] = DataIteratorSave(data_iterator)
-    self._manager(which).save(int(step), args=ocp.args.Composite(**items), force=True)
-    self._manager(which).wait_until_finished()
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
-  def restore(self, which: str, abstract_state: Any, data_iterator: Any = None,
-              step: int | None = None) -> tuple[Any, dict[str, Any]]:
+  def restore(self, which: str, abstract_state: Any, data_iterator: Any = None
+              ) -> tuple[Any, dict[str, Any]]:
     """Restores the state into `abstract_state`'s structure/shardings (and the iterator)."""
-    m = self._manager(which)
-    step = m.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'{self.root / which}: no checkpoint')
+    step = self._existing(which)
     items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
     if data_iterator is not None:
-      items['data'] = DataIteratorRestore(data_iterator)
-    restored = m.restore(step, args=ocp.args.Composite(**items))
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return restored['state'], dict(restored['meta'])
 
   def restore_state_tree(self, which: str = 'best') -> tuple[Any, dict[str, Any]]:
-    """Restores the state without a target structure (numpy leaves), for evaluation."""
-    m = self._manager(which)
-    step = m.latest_step()
-    if step is None:
-      raise FileNotFoundError(
-          f'{self.root / which}: no checkpoint (a run writes `best` after its first evaluation)')
-    restored = m.restore(step, args=ocp.args.Composite(
+    """Restores the state without a target structure (numpy leaves), for evaluation and export."""
+    step = self._existing(which)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
     state = jax.tree.map(np.asarray, restored['state'])
     return state, dict(restored['meta'])
+
+  def read_meta(self, which: str = 'latest') -> dict[str, Any]:
+    step = self._existing(which)
+    return dict(self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'])
+
+  def _existing(self, which: str) -> int:
+    step = self.step_of(which)
+    if step is None:
+      hint = ' (a run writes its best checkpoint with its first evaluation)' if which == 'best' else ''
+      raise FileNotFoundError(f'{self.root}: no {which} checkpoint{hint}')
+    return step

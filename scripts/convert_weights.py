@@ -10,8 +10,11 @@ Orbax -> PyTorch (a variables directory or a training workdir; the config stored
 
     python scripts/convert_weights.py --to-torch --checkpoint runs/ntu --out model_best.pth.tar
 
-The .pth.tar written holds {'model': state_dict, 'epoch', 'bestacc'} in the original's key order
-and loads into the original with load_state_dict(strict=True). Reading needs no torch; writing does.
+The .pth.tar written holds {'model': state_dict, 'optimizer', 'epoch', 'bestacc'} in the original's
+key order: it loads into the original with load_state_dict(strict=True) and its `--resume` takes it.
+`epoch` is the epochs completed (the source's trained epoch + 1, as the original saves it), `bestacc`
+in percent, each BatchNorm's num_batches_tracked the steps trained (or the original's own counts).
+Reading needs no torch; writing does (pip install -r requirements-torch.txt).
 """
 from absl import app
 from absl import flags
@@ -26,8 +29,11 @@ _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'the .pth.tar to convert, 
                                   'variables directory or training workdir')
 _OUT = flags.DEFINE_string('out', None, 'new Orbax directory, or with --to-torch the .pth.tar to write')
 _TO_TORCH = flags.DEFINE_bool('to-torch', False, 'convert Orbax -> PyTorch instead')
-_EPOCH = flags.DEFINE_integer('epoch', 0, "with --to-torch: the checkpoint's 'epoch' entry")
-_BESTACC = flags.DEFINE_float('bestacc', 0.0, "with --to-torch: the checkpoint's 'bestacc' entry")
+_EPOCH = flags.DEFINE_integer('epoch', None, 'with --to-torch: the epoch that trained the weights '
+                               "(default: the source's own; the file's 'epoch' field is this + 1, as the original saves)")
+_BESTACC = flags.DEFINE_float('bestacc', None, "with --to-torch: the file's 'bestacc' in percent (default: the "
+                              "source's best top-1 x 100)")
+_WHICH = flags.DEFINE_enum('which', 'best', ['best', 'latest'], 'with --to-torch from a workdir: which checkpoint')
 flags.mark_flags_as_required(['checkpoint', 'out'])
 
 
@@ -35,7 +41,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
   if _TO_TORCH.value:
-    cli.orbax_to_torch(_CHECKPOINT.value, _OUT.value, epoch=_EPOCH.value, bestacc=_BESTACC.value)
+    cli.orbax_to_torch(_CHECKPOINT.value, _OUT.value, which=_WHICH.value, epoch=_EPOCH.value,
+                       bestacc=_BESTACC.value)
   else:
     if _CONFIG.value is None:
       raise app.UsageError('--config is required to convert a PyTorch checkpoint')

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from rgbd_jax import checkpoint
 from rgbd_jax.convert import torch_layout
 from rgbd_jax.convert import torch_pickle
 from rgbd_jax.models import build
@@ -204,16 +205,32 @@ def load_torch_checkpoint(path: str, config: ml_collections.ConfigDict, dtype: A
   dtype: of the variables; default float64 when `config.model.dtype` is
   'float64' (needs jax_enable_x64), else float32.
   """
+  config, variables, _ = load_torch_checkpoint_with_info(path, config, dtype)
+  return config, variables
+
+
+def load_torch_checkpoint_with_info(path: str, config: ml_collections.ConfigDict, dtype: Any = None
+                                    ) -> tuple[ml_collections.ConfigDict, dict, dict[str, Any]]:
+  """`load_torch_checkpoint` and what the file says of the weights (`checkpoint.load_info`'s keys)."""
   state_dict, meta = read_state_dict(path)
   found = torch_layout.infer_architecture(state_dict)
   logging.info('%s: architecture read from the tensors: %s', path,
                ', '.join(f'{k}={v}' for k, v in found.items()))
   config = torch_layout.apply_architecture(config, found)
+  info = checkpoint_info(state_dict, meta)
   logging.info('%s: %s network, %d tensors%s', path, config.model.Network, len(state_dict),
-               ''.join(f', {k} {meta[k]}' for k in ('epoch', 'bestacc') if k in meta))
+               ''.join(f', {k} {info[k]}' for k in ('trained_epoch', 'best_top1') if info[k] is not None))
   target = build.variable_shapes(config)
   variables = state_dict_to_variables(state_dict, target, dtype or np.dtype(build.param_dtype(config)))
-  return config, variables
+  return config, variables, info
+
+
+def checkpoint_info(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> dict[str, Any]:
+  """trained_epoch, best_top1, num_batches_tracked of an original checkpoint (None where absent)."""
+  counts = {k: int(np.asarray(v)) for k, v in state_dict.items() if k.endswith('num_batches_tracked')}
+  return {'trained_epoch': checkpoint.from_torch_epoch(meta['epoch']) if 'epoch' in meta else None,
+          'best_top1': float(meta['bestacc']) / 100.0 if 'bestacc' in meta else None,
+          'steps': None, 'num_batches_tracked': counts or None}
 
 
 def load_pretrained(source: str | Mapping[str, np.ndarray], variables: Mapping[str, Any], *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -13,18 +13,20 @@ import numpy as np
 import tqdm
 
 from rgbd_jax import parallel
+from rgbd_jax.data import clips
+from rgbd_jax.data import layouts
 from rgbd_jax.data import pipeline
 from rgbd_jax.data import splits
 from rgbd_jax import checkpoint
-from rgbd_jax.models import build
 from rgbd_jax.models.build import build_model, sharpness_temperature
 from rgbd_jax.train import metrics as metrics_lib
 from rgbd_jax.train import steps
 
 
 def batch_keys(config: ml_collections.ConfigDict, train: bool) -> tuple[str, ...]:
-  """Batch entries the jitted steps read."""
-  keys = build.network(config).input_keys + ('label',)
+  """Batch entries the jitted steps read: the uint8 clips (the heatmaps are made on the device) and labels."""
+  pairs = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
+  keys = tuple(pairs[stream][0] for stream in layouts.streams(config)) + ('label',)  # uint8 clips
   return keys if train else keys + ('mask', 'index')
 
 
@@ -36,12 +38,14 @@ def loader(config: ml_collections.ConfigDict, phase: str, global_batch: int, shu
 
 
 def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh, eval_fn,
-             temp: float, progress: bool = True) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+             temp: float, progress: bool = True, should_stop: Callable[[], bool] | None = None
+             ) -> tuple[dict[str, float], dict[str, np.ndarray]] | None:
   """One pass over the validation split.
 
   Returns (metrics, per-example arrays): top-1 of every named logit sum
   ('top1' = the merged logits), the CE loss, and labels / predictions / headline
-  logits / split-file rows of the real (unpadded) examples.
+  logits / split-file rows of the real (unpadded) examples. None when
+  `should_stop()` turned True before the pass ended (a stop signal).
   """
   global_batch = parallel.global_batch_size(config.common.test_batch_size, mesh)
   n_steps = pipeline.steps_per_epoch(config, 'valid', global_batch)
@@ -50,17 +54,23 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh,
   hp = steps.hparams(temp, 0.0)
   bar = tqdm.tqdm(total=n_steps, desc='evaluate', leave=False, dynamic_ncols=True,
                   disable=not progress or jax.process_index() != 0)
-  for batch in loader(config, 'valid', global_batch, shuffle=False):
-    out = parallel.to_host(eval_fn(variables, parallel.shard_batch({k: batch[k] for k in keys}, mesh), hp))
-    acc.add(out, out['label'], out['mask'], out['index'])
-    bar.update(1)
-  bar.close()
+  batches = loader(config, 'valid', global_batch, shuffle=False)
+  try:
+    for batch in batches:
+      if should_stop is not None and should_stop():
+        return None
+      out = parallel.to_host(eval_fn(variables, parallel.shard_batch({k: batch[k] for k in keys}, mesh), hp))
+      acc.add(out, out['label'], out['mask'], out['index'])
+      bar.update(1)
+  finally:
+    bar.close()
+    batches.close()
   return acc.result(), acc.arrays()
 
 
 def _source_variables(workdir: str, checkpoint_path: str, which: str,
                       config: ml_collections.ConfigDict | None):
-  """(config, variables, epoch of the weights, description) of what to evaluate."""
+  """(config, variables, epoch that trained the weights or None, description) of what to evaluate."""
   if workdir:
     if checkpoint_path:
       raise ValueError('give either --workdir or --checkpoint, not both')
@@ -78,15 +88,14 @@ def _source_variables(workdir: str, checkpoint_path: str, which: str,
   if not checkpoint_path:
     raise ValueError('give --workdir (a training run) or --checkpoint (a .pth.tar or converted dir)')
   if os.path.isdir(checkpoint_path):
-    saved, variables = checkpoint.load_variables(checkpoint_path)
-    return config or saved, variables, None, f'converted checkpoint {checkpoint_path}'
+    saved, variables = checkpoint.load_variables(checkpoint_path, which)
+    epoch = checkpoint.load_info(checkpoint_path, which)['trained_epoch']
+    return config or saved, variables, epoch, f'checkpoint {checkpoint_path}'
   if config is None:
     raise ValueError(f'--checkpoint {checkpoint_path} is a PyTorch file: give --config for its dataset')
   from rgbd_jax.convert import torch_import  # pylint: disable=g-import-not-at-top
-  config, variables = torch_import.load_torch_checkpoint(checkpoint_path, config)
-  _, meta = torch_import.read_state_dict(checkpoint_path)
-  epoch = int(meta['epoch']) - 1 if 'epoch' in meta else None
-  return config, variables, epoch, f'PyTorch checkpoint {checkpoint_path}'
+  config, variables, info = torch_import.load_torch_checkpoint_with_info(checkpoint_path, config)
+  return config, variables, info['trained_epoch'], f'PyTorch checkpoint {checkpoint_path}'
 
 
 def run(*, workdir: str = '', checkpoint_path: str = '', which: str = 'best',
@@ -94,17 +103,21 @@ def run(*, workdir: str = '', checkpoint_path: str = '', which: str = 'best',
         save_output: bool = False, output: str = '') -> dict[str, Any]:
   """Evaluates a checkpoint on the validation split; returns the metrics.
 
-  `epoch` (for the sharpness temperature) defaults to the epoch the weights
-  were saved at, as the original's `--eval_only` does.
+  `epoch` (for the sharpness temperature; the epoch convention of
+  rgbd_jax.checkpoint) defaults to the epoch that trained the weights, as the
+  original's `--eval_only` does. Without sharpness the temperature is 1 and no
+  epoch is needed.
   """
   parallel.initialize_from_env()
   checkpoint.quiet_orbax_logs()
   config, variables, saved_epoch, what = _source_variables(workdir, checkpoint_path, which, config)
   epoch = saved_epoch if epoch is None else epoch
-  if epoch is None:
-    raise ValueError(f'{what} does not say its epoch: give --epoch (sets the sharpness temperature)')
-  temp = sharpness_temperature(config, epoch)
-  logging.info('evaluating %s with temperature %.5f (epoch %d)', what, temp, epoch)
+  if epoch is None and config.model.sharpness:
+    raise ValueError(f'{what} does not say which epoch trained it, and the sharpness temperature '
+                     f'depends on it: give --epoch')
+  temp = sharpness_temperature(config, 0 if epoch is None else epoch)
+  logging.info('evaluating %s with temperature %.5f (%s)', what, temp,
+               f"epoch {epoch}'s" if epoch is not None else 'no sharpness')
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
   variables = jax.device_put(variables, replicated)
@@ -120,7 +133,7 @@ def run(*, workdir: str = '', checkpoint_path: str = '', which: str = 'best',
       np.savez(output, names=names, logits=arrays['logits'], labels=arrays['labels'],
                preds=arrays['preds'])
       logging.info('per-video logits written to %s', output)
-  return {'source': what, 'epoch': epoch, **results}
+  return {'source': what, 'epoch': epoch, 'temperature': temp, **results}
 
 
 def print_results(results: dict[str, Any]) -> None:

@@ -82,6 +82,18 @@ class TrainAverager:
   def reset(self):
     self.sums, self.n = {}, 0
 
+  def state(self) -> dict[str, Any]:
+    """What a checkpoint keeps, so a resumed epoch reports the same means."""
+    return {'sums': dict(self.sums), 'n': self.n}
+
+  @classmethod
+  def from_state(cls, state: dict[str, Any] | None) -> 'TrainAverager':
+    averager = cls()
+    if state:
+      averager.sums = {k: float(v) for k, v in state['sums'].items()}
+      averager.n = int(state['n'])
+    return averager
+
 
 class EvalAccumulator:
   """(sum, count) accumulation of eval_step outputs; padded examples carry mask False."""
