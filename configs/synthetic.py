@@ -4,7 +4,9 @@
     python scripts/evaluate.py --workdir runs/synthetic
 
 The dataset (six motions that no single frame tells apart, see
-rgbd_jax/data/synthetic.py) is generated under data/synthetic on first use.
+rgbd_jax/data/synthetic.py; 2100 videos, about 0.5 GB) is generated on first use
+under data/synthetic in the checkout (ignored by git; the log's first lines say
+so). `--config.common.data=DIR` puts it elsewhere; `rm -rf data/synthetic` removes it.
 The network is the real one (I3D stem with FRP, RCM, multi-scale temporal
 Transformers with kNN attention, the original's losses and SGD recipe); only
 its widths, the clip length and the image size are shrunk so that it learns
@@ -22,7 +24,8 @@ def get_config(arg=None):
   c = configs.base_config()
   c.common.dataset = 'Synthetic'
   c.common.data = os.path.join(_REPO, 'data', 'synthetic')
-  c.common.splits = os.path.join(_REPO, 'data', 'synthetic', 'dataset_splits', '@synthetic')
+  # follows common.data: --config.common.data=DIR moves the whole dataset
+  c.common.splits = c.common.get_ref('data') + '/dataset_splits/@synthetic'
   c.dataset.synthetic_videos = (1800, 300)
   c.dataset.synthetic_frames = (24, 40)
   c.dataset.synthetic_frame_size = (80, 60)
@@ -65,7 +68,6 @@ def get_config(arg=None):
 
   if arg == 'tiny':
     c.common.data = os.path.join(_REPO, 'data', 'synthetic_tiny')
-    c.common.splits = os.path.join(_REPO, 'data', 'synthetic_tiny', 'dataset_splits', '@synthetic')
     c.dataset.synthetic_videos = (24, 12)
     c.dataset.synthetic_frames = (17, 22)
     c.dataset.synthetic_frame_size = (48, 40)
