@@ -106,3 +106,56 @@ def test_signals_interrupt_start_up_then_stop_steps_then_exit(tmp_path):
 
 def test_exit_status():
   assert signals.exit_status(signal.SIGTERM) == 143 and signals.exit_status(None) == 0
+
+
+def _workdir_with_checkpoint(path, config, variables, *, step, trained_epoch, best_top1):
+  import grain  # pylint: disable=g-import-not-at-top
+
+  class _Position(grain.DatasetIterator):
+    def __next__(self):
+      raise StopIteration
+
+    def get_state(self):
+      return {'next_batch': step}
+
+    def set_state(self, state):
+      del state
+
+  checkpoint.write_config(path, config)
+  ckpts = checkpoint.TrainCheckpoints(path, create=True)
+  state = {'params': variables['params'], 'batch_stats': variables['batch_stats'], 'step': np.int32(step)}
+  ckpts.save(step, state, _Position(), {'epoch': trained_epoch + 1, 'trained_epoch': trained_epoch,
+                                        'best': {'top1': best_top1, 'epoch': trained_epoch}},
+             metrics={'top1': best_top1})
+  ckpts.close()
+
+
+def test_to_torch_carries_epoch_best_counts_and_an_optimizer_the_original_resumes(
+    tmp_path, tiny_config, random_variables):
+  import torch  # pylint: disable=g-import-not-at-top
+  from rgbd_jax.convert import cli, torch_import  # pylint: disable=g-import-not-at-top
+  from rgbd_jax.models import build  # pylint: disable=g-import-not-at-top
+  config = tiny_config()
+  variables = random_variables(build.variable_shapes(config), seed=2)
+  _workdir_with_checkpoint(tmp_path / 'run', config, variables, step=36, trained_epoch=12, best_top1=0.875)
+  cli.orbax_to_torch(str(tmp_path / 'run'), str(tmp_path / 'model_best.pth.tar'))
+  saved = torch.load(tmp_path / 'model_best.pth.tar', weights_only=False)
+  assert saved['epoch'] == 13 and saved['bestacc'] == pytest.approx(87.5)  # the original's own fields
+  counts = {k: int(v) for k, v in saved['model'].items() if k.endswith('num_batches_tracked')}
+  assert counts and set(counts.values()) == {36}
+  # the original's --resume: optimizer.load_state_dict over model.parameters() (buffers excluded)
+  params = [torch.nn.Parameter(v.float()) for k, v in saved['model'].items()
+            if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked'))]
+  opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+  opt.load_state_dict(saved['optimizer'])
+  assert opt.param_groups[0]['lr'] == config.common.learning_rate
+  # back: the epoch convention survives the round trip, into a converted directory
+  cli.torch_to_orbax(str(tmp_path / 'model_best.pth.tar'), str(tmp_path / 'converted'), config)
+  info = checkpoint.load_info(tmp_path / 'converted')
+  assert info['trained_epoch'] == 12 and info['best_top1'] == pytest.approx(0.875)
+  assert set(info['num_batches_tracked'].values()) == {36}
+  cli.orbax_to_torch(str(tmp_path / 'converted'), str(tmp_path / 'again.pth.tar'))
+  again = torch.load(tmp_path / 'again.pth.tar', weights_only=False)
+  assert again['epoch'] == 13 and again['bestacc'] == pytest.approx(87.5)
+  _, meta = torch_import.read_state_dict(str(tmp_path / 'again.pth.tar'))
+  assert meta['epoch'] == 13
