@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.common.tfds_data_dir = ''        # new: where prepare_tfds.py wrote the TFDS build
   c.common.prefetch = 2              # new: batches prefetched by the grain pipeline
   c.common.keep_checkpoints = 1      # new: latest checkpoints kept besides the best
+  c.common.accumulation_steps = 1    # new: micro-batches per optimiser update (gradient accumulation)
   c.common.checkpoint_every_steps = 500  # new: also checkpoint every this many steps, in the background (0: epoch ends only)
   c.common.label_smoothing = 0.1     # new: eps of the label-smoothing CE (the original hard-codes 0.1)
   c.common.xla_opt_level = -1        # new: XLA backend optimisation level of the jitted steps (-1: XLA's; 0: fastest compile, short runs)
@@ -85,6 +86,7 @@ def base_config() -> ml_collections.ConfigDict:
   # new: values the original hard-codes; tests and the synthetic demo shrink them
   c.model.num_classes = -1           # -1: from NUM_CLASSES[common.dataset]
   c.model.dtype = 'float32'          # compute dtype; parameters stay float32
+  c.model.remat = False              # new: recompute the stem's activations in the backward pass (less memory, ~1/3 more compute)
   c.model.width = 1.0                # multiplier on every stem / inception width
   c.model.dim = 512                  # token width of the DTN
   c.model.heads = 8                  # attention heads per Transformer layer

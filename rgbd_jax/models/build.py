@@ -55,7 +55,7 @@ def _dsn(config: ml_collections.ConfigDict, num_classes: int | None) -> DSNNet:
       rcm_dropout=float(m.rcm_dropout), temper=float(m.temper), sharpness=bool(m.sharpness),
       train_sampling=str(m.frame_sampling), dtype=dtype, param_dtype=pdtype, parent=None)
   return DSNNet(num_classes=num_classes, width=float(m.width), frp=bool(m.frp), w=int(m.w), dtn=dtn,
-                dtype=dtype, param_dtype=pdtype, parent=None)
+                dtype=dtype, param_dtype=pdtype, remat=bool(m.remat), parent=None)
 
 
 def _fusion(config: ml_collections.ConfigDict) -> CrossFusionNet:

@@ -45,16 +45,20 @@ class DSNNet(nn.Module):
   dtn: DTN = None  # the DTN's configuration (an unbound DTN module), built by build.py
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  remat: bool = False  # recompute each stem endpoint's activations in the backward pass
 
   def setup(self):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     widths = i3d.stem_widths(self.width)
+    # nn.remat keeps the variable names: checkpoints do not depend on it
+    unit = nn.remat(Unit3D, static_argnums=(2,)) if self.remat else Unit3D
+    mixed = nn.remat(SpatialInception, static_argnums=(2,)) if self.remat else SpatialInception
     for name, kind, _ in i3d.ENDPOINTS:
       if kind == 'unit':
         features, kernel, stride = widths[name]
-        module = Unit3D(features, kernel, stride, **kw)
+        module = unit(features, kernel, stride, **kw)
       elif kind == 'mixed':
-        module = SpatialInception(widths[name], **kw)
+        module = mixed(widths[name], **kw)
       else:
         continue
       setattr(self, name, module)  # registered under the endpoint's name, as the torch key

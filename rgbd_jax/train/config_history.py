@@ -34,7 +34,7 @@ STRUCTURAL = frozenset({
     'model.Network', 'model.N', 'model.SEHeads', 'model.width', 'model.dim', 'model.heads',
     'model.dim_head', 'model.mlp_dim', 'model.recoupling', 'model.frp', 'model.sample_duration',
     'dataset.low_frames', 'dataset.media_frames', 'dataset.high_frames', 'dataset.type',
-    'common.optim', 'common.batch_size', 'common.seed', 'common.dataset',
+    'common.optim', 'common.batch_size', 'common.seed', 'common.dataset', 'common.accumulation_steps',
     # derived: compared through their resolved values below
     'model.num_classes', 'model.rcm_hidden',
 })

@@ -87,9 +87,20 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   The transformation ends with `scale_by_schedule(-lr)`; callers may multiply
   its updates by a plateau scale (see module docstring). `learning_rate`
   replaces the schedule by a constant (single-step checks).
+
+  With `common.accumulation_steps` k > 1 the transformation accumulates k
+  gradients (their mean) and updates once every k steps: an effective batch
+  of k x the global batch. BatchNorm is not accumulated: each micro-batch is
+  normalised with its own statistics (over the global micro-batch, as
+  SyncBN over the devices) and moves the running statistics once, as k
+  smaller batches would in the original.
   """
   c = config.common
-  schedule = (learning_rate_schedule(config, steps_per_epoch) if learning_rate is None
+  k = int(c.accumulation_steps)
+  if k < 1:
+    raise ValueError(f'common.accumulation_steps must be >= 1, got {k}')
+  # the schedule runs over optimiser updates: one per `k` training steps (micro-batches)
+  schedule = (learning_rate_schedule(config, max(1, steps_per_epoch // k)) if learning_rate is None
               else optax.constant_schedule(float(learning_rate)))
   clip = float(config.model.grad_clip)
   parts = [clip_by_global_norm_torch(clip)] if clip > 0 else []
@@ -110,7 +121,12 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   parts.append(scale_by_lr_scale())
   # One flat vector instead of a few hundred leaves: the same arithmetic, but the training
   # step's program (and its compile time) shrinks by about a third.
-  return optax.flatten(optax.chain(*parts)), schedule
+  tx = optax.flatten(optax.chain(*parts))
+  if k == 1:
+    return tx, schedule
+  # Gradient accumulation: the mean gradient of k micro-batches, one update every k steps (the
+  # state's step counts micro-batches; the lr of micro-step s is that of update s // k).
+  return optax.MultiSteps(tx, every_k_schedule=k), lambda step: schedule(step // k)
 
 
 def scale_by_lr_scale() -> optax.GradientTransformationExtraArgs:
