@@ -49,8 +49,8 @@ def test_eval_batches_in_split_order_with_masked_padding(config):
   batches = list(it)
   assert len(batches) == pipeline.steps_per_epoch(config, 'valid', 4) == 2
   b = batches[0]
-  assert b['video'].shape == (4, 8, 32, 32, 3) and b['video'].dtype == np.float32
-  assert b['heatmap'].shape == (4, 8, 32, 32, 1) and b['heatmap'].dtype == np.float32
+  assert set(b) == {'video', 'label', 'mask', 'index'} == set(pipeline.batch_keys(config, train=False))
+  assert b['video'].shape == (4, 8, 32, 32, 3) and b['video'].dtype == np.uint8  # no host heatmap
   assert b['label'].dtype == np.int32 and b['index'].dtype == np.int32 and b['mask'].dtype == bool
   index = np.concatenate([x['index'] for x in batches])
   mask = np.concatenate([x['mask'] for x in batches])
@@ -58,9 +58,31 @@ def test_eval_batches_in_split_order_with_masked_padding(config):
   np.testing.assert_array_equal(mask, [True] * 5 + [False] * 3)
   np.testing.assert_array_equal(np.concatenate([x['label'] for x in batches])[:5], [0, 1, 2, 3, 4])
   assert not batches[1]['video'][1:].any()
-  # normalised grey levels: (u8 - 127.5) / 128 exactly
-  u8 = b['video'] * 128 + 127.5
-  np.testing.assert_array_equal(u8, np.rint(u8))
+  assert batches[1]['video'].dtype == np.uint8  # padding rows: uint8 zeros too
+
+
+def test_eval_batches_on_device_equal_the_host_path(config):
+  """Loader uint8 batch -> on_device.model_inputs (what the steps run) = the previous host path,
+  transforms.normalise + dynamic_image.heatmap per clip."""
+  import jax
+  from rgbd_jax.data import clips
+  from rgbd_jax.data import dynamic_image
+  from rgbd_jax.data import on_device
+  from rgbd_jax.data import transforms
+  prepare = jax.jit(lambda b: on_device.model_inputs(b, clips.UNIMODAL_KEYS, config.model.w))
+  loader = clips.ClipLoader(config, 'valid')
+  for batch in pipeline.make_loader(config, 'valid', global_batch_size=4, process_index=0, process_count=1):
+    out = jax.device_get(prepare(batch))
+    for j, row in enumerate(batch['index']):
+      if row < 0:  # padding: zero clip, zero heatmap
+        assert not out['heatmap'][j].any()
+        continue
+      u8 = loader.load_u8(int(row))['rgb']
+      np.testing.assert_array_equal(batch['video'][j], u8)
+      np.testing.assert_array_equal(out['video'][j], transforms.normalise(u8))
+      host = dynamic_image.heatmap(u8, config.model.w)[..., None]
+      assert np.linalg.norm(out['heatmap'][j] - host) <= 1e-6 * np.linalg.norm(host)
+      np.testing.assert_allclose(out['heatmap'][j], host, rtol=0, atol=1e-5)
 
 
 def test_eval_sharded_over_processes_equals_single_process(config):
@@ -131,8 +153,8 @@ def test_fusion_batches_have_both_streams(config):
   c = config.copy_and_resolve_references()
   c.model.Network = 'FusionNet'
   b = next(pipeline.make_loader(c, 'valid', global_batch_size=2, process_index=0, process_count=1))
-  assert {'rgb', 'rgb_heatmap', 'depth', 'depth_heatmap', 'label', 'mask', 'index'} == set(b)
-  assert b['rgb'].shape == b['depth'].shape == (2, 8, 32, 32, 3)
+  assert {'rgb', 'depth', 'label', 'mask', 'index'} == set(b) == set(pipeline.batch_keys(c, train=False))
+  assert b['rgb'].shape == b['depth'].shape == (2, 8, 32, 32, 3) and b['rgb'].dtype == np.uint8
   assert not np.array_equal(b['rgb'], b['depth'])
 
 

@@ -1,8 +1,11 @@
-"""One sample: frame indices, per-stream clip and heatmap, label.
+"""One sample: frame indices, per-stream uint8 clip, label.
 
 Frames are decoded once per distinct index (a video shorter than the clip
-repeats indices), transformed frame by frame with Pillow/OpenCV, then
-everything else (gather, normalisation, heatmap) is vectorised over the clip.
+repeats indices), transformed frame by frame with Pillow/OpenCV and gathered
+into a (T, S, S, 3) uint8 clip. That is all the host does: normalisation and
+the FRP heatmap run on the device inside the jitted step
+(`rgbd_jax.data.on_device.model_inputs`); `dynamic_image` keeps the host
+heatmap as the reference the tests compare with.
 Training randomness comes from a numpy Generator that the caller seeds from
 (seed, epoch, position), so a sample does not depend on worker or process count.
 """
@@ -14,14 +17,14 @@ import logging
 import ml_collections
 import numpy as np
 
-from rgbd_jax.data import dynamic_image
 from rgbd_jax.data import layouts
 from rgbd_jax.data import sampling
 from rgbd_jax.data import sources
 from rgbd_jax.data import splits
 from rgbd_jax.data import transforms
 
-# Output keys per stream: unimodal models see 'video'/'heatmap', the fusion network both pairs.
+# Keys per stream: (uint8 clip in the batch, heatmap the step adds on the device). Unimodal
+# models see 'video'/'heatmap', the fusion network both pairs.
 UNIMODAL_KEYS = {'rgb': ('video', 'heatmap'), 'depth': ('video', 'heatmap')}
 FUSION_KEYS = {'rgb': ('rgb', 'rgb_heatmap'), 'depth': ('depth', 'depth_heatmap')}
 
@@ -59,14 +62,13 @@ class ClipLoader:
     self.keys = FUSION_KEYS if layouts.is_fusion(config) else UNIMODAL_KEYS
     self.duration = int(config.model.sample_duration)
     self.size = int(config.model.sample_size)
-    self.w = int(config.model.w)
     self.skipped = 0
 
   def __len__(self) -> int:
     return len(self.source.records)
 
   def load_u8(self, i: int, rng: np.random.Generator | None = None) -> dict:
-    """Sample i before normalisation: per stream (T, S, S, 3) uint8 and heatmap, plus indices/label."""
+    """Sample i: per stream (T, S, S, 3) uint8, plus indices, label, index (split-file row), name."""
     record = self.source.records[i]
     train = rng is not None
     indices = sampling.sample_indices(record.frames, self.duration, rng)
@@ -76,22 +78,19 @@ class ClipLoader:
       params = transforms.clip_params(self.config, train, rng)
       clip = load_stream_u8(self.config, self.source, record, indices, stream, params, rng)
       out[stream] = clip
-      out[stream + '_heatmap'] = dynamic_image.heatmap(clip, self.w)
     return out
 
   def empty(self, i: int | None = None) -> dict:
-    """A masked-out placeholder of the right shapes (padding, or a skipped video)."""
+    """A masked-out placeholder of the right shapes (padding, or a skipped video): uint8 zeros."""
     del i  # every placeholder is the same
     t, s = self.duration, self.size
     out = {'label': np.int32(0), 'mask': np.bool_(False), 'index': np.int32(-1)}
     for stream in self.streams:
-      clip_key, heat_key = self.keys[stream]
-      out[clip_key] = np.zeros((t, s, s, 3), np.float32)
-      out[heat_key] = np.zeros((t, s, s, 1), np.float32)
+      out[self.keys[stream][0]] = np.zeros((t, s, s, 3), np.uint8)
     return out
 
   def __call__(self, i: int, rng: np.random.Generator | None = None) -> dict:
-    """Sample i as the model sees it (NTHWC float32), with 'label', 'mask', 'index'."""
+    """Sample i as the batch carries it: (T, S, S, 3) uint8 per clip key, 'label', 'mask', 'index'."""
     try:
       raw = self.load_u8(i, rng)
     except (FileNotFoundError, ValueError) as e:
@@ -104,7 +103,5 @@ class ClipLoader:
       return self.empty(i)
     out = {'label': np.int32(raw['label']), 'mask': np.bool_(True), 'index': np.int32(raw['index'])}
     for stream in self.streams:
-      clip_key, heat_key = self.keys[stream]
-      out[clip_key] = transforms.normalise(raw[stream])
-      out[heat_key] = raw[stream + '_heatmap'][..., None]
+      out[self.keys[stream][0]] = raw[stream]
     return out

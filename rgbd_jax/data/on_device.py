@@ -168,6 +168,8 @@ def model_inputs(batch: Mapping[str, jax.Array], keys: Mapping[str, tuple[str, s
   each distinct clip key it names (unimodal: 'video'; fusion: 'rgb' and 'depth') must be in
   `batch`, and is replaced by its normalised clip (in `dtype`), its heatmap (float32) going under
   the paired heatmap key. Other entries (label, mask, index, ...) pass through unchanged.
+  With a window `w` < 1 the FRP is the identity and the model does not read the heatmap: it is
+  then all zeros (no error; under jit XLA drops it, as it drops an unread heatmap with frp off).
   """
   out = dict(batch)
   pairs = list(dict.fromkeys(keys.values()))  # unimodal: rgb and depth share ('video', 'heatmap')
@@ -177,7 +179,7 @@ def model_inputs(batch: Mapping[str, jax.Array], keys: Mapping[str, tuple[str, s
   for clip_key, heat_key in pairs:
     u8 = batch[clip_key]
     out[clip_key] = normalise(u8, dtype)
-    out[heat_key] = heatmap(u8, w)
+    out[heat_key] = heatmap(u8, w) if int(w) >= 1 else jnp.zeros(u8.shape[:-1] + (1,), jnp.float32)
   return out
 
 

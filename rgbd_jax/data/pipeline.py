@@ -236,9 +236,10 @@ def make_loader(config: ml_collections.ConfigDict, phase: str, *, global_batch_s
                 process_count: int | None = None, shuffle: bool | None = None) -> BatchIterator:
   """An iterator of batches (dicts of numpy arrays) for this process; see the module docstring.
 
-  Keys: 'video' (b, T, S, S, 3) float32 = (u8 - 127.5) / 128, 'heatmap' (b, T, S, S, 1) float32,
-  'label' (b,) int32, 'mask' (b,) bool, 'index' (b,) int32 (entry row in the split file, -1 for
-  padding); the fusion network gets 'rgb', 'rgb_heatmap', 'depth', 'depth_heatmap' instead.
+  Keys: 'video' (b, T, S, S, 3) uint8, 'label' (b,) int32, 'mask' (b,) bool, 'index' (b,) int32
+  (entry row in the split file, -1 for padding); the fusion network gets 'rgb' and 'depth'
+  instead of 'video'. Normalisation and the FRP heatmap are computed on the device by the step
+  (`rgbd_jax.data.on_device.model_inputs`); padding rows are uint8 zeros.
   Defaults: seed = config.common.seed, this JAX process, shuffle = (phase == 'train').
   The iterator is a grain DatasetIterator; get_state() / set_state() resume exactly.
   """
@@ -246,17 +247,24 @@ def make_loader(config: ml_collections.ConfigDict, phase: str, *, global_batch_s
   return BatchIterator(spec)
 
 
+def batch_keys(config: ml_collections.ConfigDict, train: bool) -> tuple[str, ...]:
+  """The keys of the loader's batches the jitted steps read: the uint8 clips and 'label' (training),
+  plus 'mask' and 'index' (evaluation)."""
+  keys = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
+  clip_keys = tuple(dict.fromkeys(keys[s][0] for s in layouts.streams(config)))
+  return clip_keys + (('label',) if train else ('label', 'mask', 'index'))
+
+
 def example_batch(config: ml_collections.ConfigDict, batch_size: int, train: bool = True,
                   seed: int = 0) -> dict[str, np.ndarray]:
-  """A random batch shaped and typed like the loader's (for benchmarks and compile checks)."""
+  """A random batch shaped and typed like the loader's: uint8 clips of random grey levels, labels
+  (and 'mask', 'index' for evaluation); for benchmarks and compile checks."""
   rng = np.random.default_rng(seed)
   keys = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
   t, s = int(config.model.sample_duration), int(config.model.sample_size)
   out = {}
   for stream in layouts.streams(config):
-    clip_key, heat_key = keys[stream]
-    out[clip_key] = rng.uniform(-1.0, 1.0, (batch_size, t, s, s, 3)).astype(np.float32)
-    out[heat_key] = rng.uniform(0.0, 1.0, (batch_size, t, s, s, 1)).astype(np.float32)
+    out[keys[stream][0]] = rng.integers(0, 256, (batch_size, t, s, s, 3), dtype=np.uint8)
   out['label'] = (np.arange(batch_size) % max(1, configs.num_classes(config))).astype(np.int32)
   if not train:
     out['mask'] = np.ones((batch_size,), bool)

@@ -84,7 +84,8 @@ def train_step_outputs(config: ml_collections.ConfigDict, variables: Mapping[str
 
   @functools.partial(jax.jit, compiler_options=compile_options.compiler_options())
   def step(params, batch_stats, inputs):
-    grad_fn = jax.grad(functools.partial(steps.forward_train, model, config), has_aux=True)
+    # the interchange format's float inputs go to the model as they are (no on-device preprocessing)
+    grad_fn = jax.grad(functools.partial(steps.forward_train, model, config, preprocess=False), has_aux=True)
     rngs = steps.step_rngs(jax.random.PRNGKey(0), 0)  # unused: no dropout, centre frames
     grads, (out, losses, new_stats) = grad_fn(params, batch_stats, inputs, hp, rngs)
     updates, _ = tx.update(grads, tx.init(params), params)

@@ -18,6 +18,9 @@ import ml_collections
 import optax
 
 from rgbd_jax import configs
+from rgbd_jax.data import clips
+from rgbd_jax.data import layouts
+from rgbd_jax.data import on_device
 from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax.models import build
 from rgbd_jax.models import losses as losses_lib
@@ -44,8 +47,17 @@ def global_norm(tree: Any) -> jax.Array:
   return jnp.linalg.norm(jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)]))
 
 
-def forward_train(model, config, params, batch_stats, batch, hp, rngs):
-  """Training-mode forward pass and losses; returns (total, (out, losses, new batch_stats))."""
+def forward_train(model, config, params, batch_stats, batch, hp, rngs, *, preprocess: bool = True):
+  """Training-mode forward pass and losses; returns (total, (out, losses, new batch_stats)).
+
+  `batch` is the loader's: uint8 clips (B, T, S, S, 3) under the clip keys, normalised here to the
+  compute dtype with their FRP heatmaps (float32) added (`on_device.model_inputs`).
+  `preprocess=False` takes the model's inputs as they are instead (the float NTHWC clips and
+  heatmaps of the interchange format: `tools/step_check.py`).
+  """
+  if preprocess:
+    keys = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
+    batch = on_device.model_inputs(batch, keys, w=int(config.model.w), dtype=build.compute_dtype(config))
   kind = build.network(config)
   inputs = [batch[k] for k in kind.input_keys]
   out, mutated = model.apply({'params': params, 'batch_stats': batch_stats}, *inputs,
@@ -76,12 +88,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], hp: dict[str, Any
 
 
 def eval_step(variables: dict[str, Any], batch: dict[str, jax.Array], hp: dict[str, Any], *,
-              model, config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+              model, config: ml_collections.ConfigDict, preprocess: bool = True) -> dict[str, jax.Array]:
   """Evaluation-mode forward pass; (sum, count) metrics exact under padding.
 
+  `batch` is the loader's (uint8 clips, 'label', 'mask', 'index'), preprocessed on the device as
+  in `forward_train` (`preprocess=False`: the model's float inputs as they are).
   Returns per-example headline logits and predictions too (for the confusion
   matrix and `--save_output`).
   """
+  if preprocess:
+    keys = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
+    batch = on_device.model_inputs(batch, keys, w=int(config.model.w), dtype=build.compute_dtype(config))
   kind = build.network(config)
   out = model.apply(variables, *[batch[k] for k in kind.input_keys], train=False, temp=hp['temp'])
   labels, mask = batch['label'], batch['mask']
