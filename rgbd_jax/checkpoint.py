@@ -52,10 +52,16 @@ COLLECTIONS = ('params', 'batch_stats')
 
 
 class _OrbaxInfoFilter(logging.Filter):
-  """Drops Orbax's per-save INFO chatter (dozens of lines per checkpoint); keeps its warnings."""
+  """Drops Orbax's per-save INFO chatter (dozens of lines per checkpoint); keeps its warnings.
+
+  Also drops its warning that a save carries no metrics: mid-epoch saves have
+  none by design (the best-top-1 policy ignores them).
+  """
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+    if f'{os.sep}orbax{os.sep}' not in record.pathname:
+      return True
+    return record.levelno >= logging.WARNING and 'did not provide metrics' not in record.getMessage()
 
 
 def quiet_orbax_logs() -> None:
