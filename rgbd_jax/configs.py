@@ -112,6 +112,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.media_frames = 32
   c.dataset.high_frames = 48
   c.dataset.fast_decode = False      # new: JPEG DCT-domain downscaling (Image.draft): faster, close to but not the original's pixels
+  c.dataset.packed = False           # new: train from the packed build (prepare_tfds.py --packed: frames at `resize`, JPEG); evaluation unchanged
   c.dataset.skip_bad_videos = False  # new: a video with a missing/unreadable/inconsistent frame is skipped with a warning (else an error)
   c.dataset.verify_frames = 'names'  # new: preflight before training: 'names' (frame files exist), 'full' (also decode), 'off'
   # new: the synthetic RGB-D dataset (rgbd_jax.data.synthetic), used when common.dataset == 'Synthetic'

@@ -38,15 +38,19 @@ def load_stream_u8(config: ml_collections.ConfigDict, source: sources.Source, re
                    rng: np.random.Generator | None) -> np.ndarray:
   """(T, S, S, 3) uint8 clip of one stream."""
   unique, inverse = np.unique(indices, return_inverse=True)
-  draft = tuple(int(v) for v in config.dataset.resize) if config.dataset.fast_decode else None
+  packed = source.packed_size
+  draft = tuple(int(v) for v in config.dataset.resize) if config.dataset.fast_decode and not packed else None
   transform = transforms.FrameTransform(config, params, rng)
   frames, first = [], None
   for data, where in source.read(record, unique, stream):
     img = transforms.decode(data, where, draft)
     if first is None:
       first = (img.mode, img.size, where)
+      if packed and (img.mode, img.size) != ('RGB', packed):
+        raise BadVideoError(f'{where}: a packed frame must be RGB {packed}, got {img.mode} {img.size}')
     elif (img.mode, img.size) != first[:2]:
       raise BadVideoError(f'{where}: frame is {img.mode} {img.size}, but {first[2]} is {first[0]} {first[1]}')
+    # a packed frame is already at dataset.resize: the transform then rotates it, crops, flips, resizes
     frames.append(transform(img, where))
   return np.stack(frames)[inverse]
 

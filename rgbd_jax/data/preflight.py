@@ -16,8 +16,9 @@ for a label, never: it is a silently wrong target). Here:
 * `run`: both, for the training phases, as `dataset.verify_frames` says
   ('names', 'full' or 'off'); returns a summary to log.
 
-With `common.source == 'tfds'` only the labels are checked: the build holds the
-frames' bytes, and writing it checked that every file was there.
+Where a phase reads a TFDS build (`common.source == 'tfds'`, or training with
+`dataset.packed`) only the labels are checked: the build holds the frames, and
+writing it checked that every file was there.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _listing(lines: list[str], total: int, what: str) -> str:
 
 def _label_entries(config: ml_collections.ConfigDict, phase: str) -> tuple[str, list[splits.VideoRecord]]:
   """(what to name, every entry) of the split the loader reads: the split file, or the TFDS build's list."""
-  if config.common.source == 'tfds':
+  if sources.reads_build(config, phase):
     source = sources.make_source(config, phase)  # checks tfds_data_dir and that the build exists
     from rgbd_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
     return source.path, [e for e, _ in tfds_builder.read_entries(source.path, phase)]
@@ -172,8 +173,8 @@ def check_frames(config: ml_collections.ConfigDict, phase: str, full: bool = Fal
 
 
 def _check_frames(config, source, phase, full, progress, workers=None) -> list[BadVideo]:
-  if config.common.source == 'tfds':
-    logging.info("preflight %s: common.source=tfds, frames not checked (the build %s holds the frames' "
+  if sources.reads_build(config, phase):
+    logging.info("preflight %s: a TFDS build, frames not checked (the build %s holds the frames' "
                  'bytes); only labels are checked', phase, source.path)
     return []
   streams = layouts.streams(config)
@@ -218,7 +219,6 @@ def run(config: ml_collections.ConfigDict, phases: tuple[str, ...] = ('train', '
   mode = config.dataset.get('verify_frames', 'names')
   if mode not in VERIFY_MODES:
     raise ValueError(f'dataset.verify_frames must be one of {VERIFY_MODES}, got {mode!r}')
-  check = 'labels' if config.common.source == 'tfds' else mode
   summary = {}
   # Labels of every phase first: a wrong class count shows before any frame is looked at.
   for phase in phases:
@@ -226,6 +226,7 @@ def run(config: ml_collections.ConfigDict, phases: tuple[str, ...] = ('train', '
     summary[phase] = {'entries': check_labels(config, phase), 'seconds': time.perf_counter() - start}
   for phase in phases:
     start = time.perf_counter()
+    check = 'labels' if sources.reads_build(config, phase) else mode
     source = sources.make_source(config, phase)
     bad = []
     if check in ('names', 'full'):
@@ -237,6 +238,6 @@ def run(config: ml_collections.ConfigDict, phases: tuple[str, ...] = ('train', '
                  phase, summary[phase]['entries'], len(source.records),
                  {'names': 'frame files present', 'full': 'frames decoded',
                   'off': 'frames not checked (dataset.verify_frames=off)',
-                  'labels': 'frames not checked (common.source=tfds)'}[check],
+                  'labels': 'frames not checked (a TFDS build)'}[check],
                  len(bad), seconds)
   return summary

@@ -1,7 +1,10 @@
 """Where a video's encoded frames come from: the original folders, or a TFDS build.
 
 Both hand out the same thing, the frame files' bytes, so the pixels that come
-out of decoding are the same whichever source is used.
+out of decoding are the same whichever source is used. The exception is the
+packed training build (`dataset.packed`, see `tfds_builder`): its frames are
+already resized to `dataset.resize` and re-encoded; the training loader reads it
+when `dataset.packed` is set, evaluation never does.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from rgbd_jax.data import splits
 class Source(Protocol):
   records: list[splits.VideoRecord]   # usable videos (> 16 frames), split-file order
   path: str                           # what to name in messages
+  packed_size: tuple[int, int] | None  # (w, h) of a packed build's frames, else None
 
   def read(self, record: splits.VideoRecord, indices: Sequence[int],
            stream: str) -> list[tuple[bytes, str]]:
@@ -25,6 +29,8 @@ class Source(Protocol):
 
 class FolderSource:
   """Frames as files in the dataset's original folder layout."""
+
+  packed_size = None
 
   def __init__(self, config: ml_collections.ConfigDict, phase: str):
     self.path = splits.split_file(config, phase)
@@ -50,12 +56,22 @@ class FolderSource:
 
 
 class TfdsSource:
-  """Frames from `scripts/prepare_tfds.py`'s array_record build (the frames' original bytes)."""
+  """Frames from `scripts/prepare_tfds.py`'s array_record build (the frames' original bytes, or with
+  `packed` the packed training build's resized JPEGs)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, phase: str):
+  def __init__(self, config: ml_collections.ConfigDict, phase: str, packed: bool = False):
     from rgbd_jax.data import tfds_builder  # tensorflow_datasets is imported only when used
-    self.path = tfds_builder.build_dir(config)
+    self.path = tfds_builder.build_dir(config, packed=packed)
     entries = tfds_builder.read_entries(self.path, phase)
+    info = tfds_builder.read_packed(self.path)
+    if packed != (info is not None):
+      raise ValueError(f'{self.path}: expected a {"packed" if packed else "non-packed"} build')
+    self.packed_size = None
+    if info is not None:
+      self.packed_size = tuple(int(v) for v in info['size'])
+      if self.packed_size != tfds_builder.packed_size(config):
+        raise ValueError(f'{self.path}: packed at {self.packed_size}, but dataset.resize is '
+                         f'{tuple(config.dataset.resize)}')
     self.records = splits.usable([e for e, _ in entries], f'{self.path} split {phase!r}')
     self._position = {e.row: pos for e, pos in entries}
     self._phase = phase
@@ -93,7 +109,17 @@ def tfds_builder_key(stream: str) -> str:
   return f'{stream}_frames'
 
 
+def reads_build(config: ml_collections.ConfigDict, phase: str) -> bool:
+  """True when `phase` reads a TFDS build (common.source='tfds', or packed training)."""
+  return config.common.source == 'tfds' or (phase == 'train' and bool(config.dataset.packed))
+
+
 def make_source(config: ml_collections.ConfigDict, phase: str) -> Source:
+  if phase == 'train' and config.dataset.packed:
+    if not config.common.tfds_data_dir:
+      raise ValueError('dataset.packed=True trains from the packed build: set common.tfds_data_dir (the '
+                       '--data-dir of prepare_tfds.py --packed)')
+    return TfdsSource(config, phase, packed=True)
   if config.common.source == 'folder':
     return FolderSource(config, phase)
   if config.common.source == 'tfds':

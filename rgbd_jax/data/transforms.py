@@ -127,6 +127,23 @@ def resize_crop(img: Image.Image, size: tuple[int, int], crop: tuple[int, int, i
   return img.resize(size, RESAMPLE).crop(crop)
 
 
+def check_mode(img: Image.Image, where: str) -> None:
+  if img.mode not in RGB_MODES and img.mode not in SINGLE_CHANNEL_MODES:
+    raise ValueError(f'{where}: unsupported image mode {img.mode!r} '
+                     f'(expected RGB or a single-channel depth mode {SINGLE_CHANNEL_MODES})')
+
+
+def pack_frame(img: Image.Image, where: str, size: tuple[int, int]) -> Image.Image:
+  """A decoded frame as the packed training format stores it: the 3-channel image the pipeline sees
+  (single-channel depth: ROI + JET, as `FrameTransform`), resized to `size` = `dataset.resize` with
+  the loader's Pillow filter. The rotation, which the original applies before this resize, is left
+  to the loader (it then acts on the resized frame)."""
+  check_mode(img, where)
+  if img.mode in SINGLE_CHANNEL_MODES:
+    img = Image.fromarray(depth.depth_to_rgb(np.asarray(img), where))
+  return img if img.size == tuple(size) else img.resize(tuple(size), RESAMPLE)
+
+
 class FrameTransform:
   """Decoded frame -> (S, S, 3) uint8, for one clip's parameters."""
 
@@ -141,19 +158,17 @@ class FrameTransform:
 
   def __call__(self, img: Image.Image, where: str) -> np.ndarray:
     p = self.params
+    check_mode(img, where)
     if img.mode in RGB_MODES and p.angle == 0:
       pil = img
-    elif img.mode in RGB_MODES or img.mode in SINGLE_CHANNEL_MODES:
+    else:
       arr = np.asarray(img)
       if arr.ndim == 2:
         arr = depth.depth_to_rgb(arr, where)
       if p.angle:
         arr = rotate(arr, p.angle)
       pil = Image.fromarray(arr)
-    else:
-      raise ValueError(f'{where}: unsupported image mode {img.mode!r} '
-                       f'(expected RGB or a single-channel depth mode {SINGLE_CHANNEL_MODES})')
-    pil = resize_crop(pil, self.resize, p.crop)
+    pil = resize_crop(pil, self.resize, p.crop)  # a packed frame (already at `resize`): the crop only
     if p.blur and self.rng.uniform() <= BLUR_P:
       pil = pil.filter(ImageFilter.GaussianBlur(radius=self.rng.uniform(*BLUR_RADIUS)))
     if p.flip:
