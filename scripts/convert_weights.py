@@ -21,6 +21,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from rgbd_jax import script_errors
 from rgbd_jax.convert import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file (PyTorch -> Orbax; the architecture comes from the checkpoint)',
@@ -37,6 +38,7 @@ _WHICH = flags.DEFINE_enum('which', 'best', ['best', 'latest'], 'with --to-torch
 flags.mark_flags_as_required(['checkpoint', 'out'])
 
 
+@script_errors.one_line_errors
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)

@@ -24,6 +24,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from rgbd_jax import script_errors
 from rgbd_jax.tools import crosscheck
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/ntu.py',
@@ -42,6 +43,7 @@ _KEYS = flags.DEFINE_list('keys', [], 'with --train-step: parameters (original n
 flags.mark_flags_as_required(['config', 'checkpoint', 'inputs', 'out'])
 
 
+@script_errors.one_line_errors
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)

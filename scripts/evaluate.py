@@ -15,6 +15,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from rgbd_jax import script_errors
 from rgbd_jax.train import evaluation
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,6 +32,7 @@ _SAVE_OUTPUT = flags.DEFINE_bool(
 _OUTPUT = flags.DEFINE_string('output', '', 'Where --save_output writes (overrides the default path).')
 
 
+@script_errors.one_line_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')

@@ -21,14 +21,13 @@ where the kernel gives huge pages on request (the log says when).
 """
 import logging
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from rgbd_jax.train import loop
+from rgbd_jax import script_errors
 from rgbd_jax.train import signals
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,31 +36,27 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Run directory: checkpoints, metrics.jsonl, config.json, plots. '
     'Default: runs/<config file name>.')
-_TRACEBACK = flags.DEFINE_bool('traceback', False, 'On a bad input or setting, print the traceback '
-                               'too (default: the message alone).')
 
 
+@script_errors.one_line_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  # Imported here, after the start-up signal handler: a Ctrl-C during the heavy imports (JAX,
+  # Flax, Orbax, grain) then ends the process at once and quietly.
+  signals.exit_at_once_on_signal()
+  from rgbd_jax.train import loop  # pylint: disable=g-import-not-at-top
   absl_logging.set_verbosity(absl_logging.INFO)
   logging.getLogger().setLevel(logging.INFO)
   # Default: runs/<config name>[_<arg>], e.g. runs/synthetic, runs/synthetic_tiny.
   path, _, arg = flags.FLAGS['config'].config_filename.partition(':')
   name = os.path.splitext(os.path.basename(path))[0] + (f'_{arg}' if arg else '')
   workdir = _WORKDIR.value or os.path.join('runs', name)
-  try:
-    summary = loop.train_and_evaluate(_CONFIG.value, workdir)
-  except (ValueError, FileNotFoundError, RuntimeError) as e:
-    if _TRACEBACK.value:
-      raise
-    print(f'error: {e}', file=sys.stderr)
-    return 1
-  if summary.get('stopped_by'):
-    return 128 + getattr(signals.signal.Signals, summary['stopped_by']).value
-  return 0
+  summary = loop.train_and_evaluate(_CONFIG.value, workdir)
+  stopped = summary.get('stopped_by')
+  return signals.exit_status(signals.signal.Signals[stopped].value if stopped else None)
 
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  sys.exit(app.run(main))
+  app.run(main)

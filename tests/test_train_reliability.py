@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -59,16 +60,14 @@ def test_allowed_change_is_applied_logged_and_kept(tmp_path, caplog):
 
 
 _SIGNAL_PROBE = textwrap.dedent('''
-    import os, signal, sys, time
+    import sys, time
     from rgbd_jax.train import signals
-    with signals.StopRequest() as stop:
-      try:
-        print('ready', flush=True)
-        time.sleep(30)            # "start-up": the signal interrupts it
-        print('not interrupted', flush=True)
-      except signals.Interrupted as e:
-        print('interrupted', e.signum, flush=True)
-      stop.raise_on_signal = False
+    cleaned = []
+    with signals.StopRequest(cleanups=(lambda: print('cleaned up', flush=True),)) as stop:
+      print('ready', flush=True)
+      if sys.argv[1] == 'start-up':
+        time.sleep(30)            # start-up: the signal ends the process at once
+      stop.training = True
       print('training', flush=True)
       for _ in range(3000):       # "steps": the flag stops them
         if stop.requested:
@@ -79,29 +78,41 @@ _SIGNAL_PROBE = textwrap.dedent('''
 ''')
 
 
-def test_signals_interrupt_start_up_then_stop_steps_then_exit(tmp_path):
-  proc = subprocess.Popen([sys.executable, '-c', _SIGNAL_PROBE], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
-  lines = []
+def _probe(phase):
+  return subprocess.Popen([sys.executable, '-c', _SIGNAL_PROBE, phase], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
 
-  def read_until(word):
-    while True:
-      line = proc.stdout.readline()
-      assert line, (lines, proc.stderr.read())
-      lines.append(line.strip())
-      if line.startswith(word):
-        return line.strip()
 
-  read_until('ready')
+def _read_until(proc, word, lines):
+  while True:
+    line = proc.stdout.readline()
+    assert line, (lines, proc.stderr.read())
+    lines.append(line.strip())
+    if line.startswith(word):
+      return line.strip()
+
+
+def test_signal_during_start_up_exits_at_once_after_cleanups():
+  proc, lines = _probe('start-up'), []
+  _read_until(proc, 'ready', lines)
+  start = time.time()
   proc.send_signal(signal.SIGINT)
-  assert read_until('interrupted') == f'interrupted {int(signal.SIGINT)}'
-  read_until('training')
-  # the flag set by the first signal persists: steps stop at once
-  assert read_until('stopped by') == 'stopped by SIGINT'
-  proc.send_signal(signal.SIGTERM)  # the second signal: immediate exit
+  _read_until(proc, 'cleaned up', lines)
   proc.wait(timeout=10)
-  assert proc.returncode == 128 + signal.SIGTERM
-  assert 'again: exiting now' in proc.stderr.read()
+  assert time.time() - start < 5 and proc.returncode == 130
+  assert 'SIGINT before training started, nothing to save: exiting' in proc.stderr.read()
+
+
+def test_signal_during_training_stops_after_the_step_and_a_second_exits():
+  proc, lines = _probe('training'), []
+  _read_until(proc, 'training', lines)
+  proc.send_signal(signal.SIGTERM)
+  assert _read_until(proc, 'stopped by', lines) == 'stopped by SIGTERM'
+  proc.send_signal(signal.SIGINT)  # the second signal: immediate exit
+  proc.wait(timeout=10)
+  assert proc.returncode == 128 + signal.SIGINT
+  assert 'SIGINT again: exiting' in proc.stderr.read()
+  assert 'cleaned up' not in lines
 
 
 def test_exit_status():
@@ -159,3 +170,83 @@ def test_to_torch_carries_epoch_best_counts_and_an_optimizer_the_original_resume
   assert again['epoch'] == 13 and again['bestacc'] == pytest.approx(87.5)
   _, meta = torch_import.read_state_dict(str(tmp_path / 'again.pth.tar'))
   assert meta['epoch'] == 13
+
+
+# ----------------------------------------------------------------- whole runs, as a user starts them
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+  """The tiny synthetic dataset and a copy of its split files to spoil."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from rgbd_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('synthetic_config', os.path.join(REPO, 'configs', 'synthetic.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config('tiny')
+  root = tmp_path_factory.mktemp('tiny_data')
+  config.common.data = str(root / 'syn')
+  synthetic.ensure_dataset(config, workers=1, progress=False)
+  return root / 'syn', config.common.splits
+
+
+def _train(data, workdir, *extra, splits=None):
+  cmd = [sys.executable, os.path.join(REPO, 'scripts', 'train.py'), '--config',
+         os.path.join(REPO, 'configs', 'synthetic.py') + ':tiny', '--workdir', str(workdir),
+         f'--config.common.data={data}', *([f'--config.common.splits={splits}'] if splits else []), *extra]
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1')
+  return cmd, env
+
+
+def _spoiled_splits(tmp_path, splits, phase, line_no, label):
+  out = tmp_path / 'splits'
+  out.mkdir()
+  for name in ('train.txt', 'valid.txt'):
+    lines = open(os.path.join(splits, name)).read().splitlines()
+    if name == f'{phase}.txt':
+      fields = lines[line_no - 1].split()
+      lines[line_no - 1] = f'{fields[0]} {fields[1]} {label}'
+    (out / name).write_text('\n'.join(lines) + '\n')
+  return out
+
+
+def test_out_of_range_label_fails_before_any_step_naming_file_line_and_value(tiny_data, tmp_path):
+  data, splits = tiny_data
+  spoiled = _spoiled_splits(tmp_path, splits, 'valid', 5, 99)
+  cmd, env = _train(data, tmp_path / 'run', splits=spoiled)
+  start = time.time()
+  proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert f'{spoiled / "valid.txt"}' in proc.stderr and 'line 5: label 99' in proc.stderr
+  assert '[0, 6)' in proc.stderr and 'Traceback' not in proc.stderr
+  assert not (tmp_path / 'run' / 'metrics.jsonl').exists()
+  assert time.time() - start < 120
+
+
+def test_missing_frame_of_an_unsampled_video_fails_before_any_step(tiny_data, tmp_path):
+  data, splits = tiny_data
+  broken = tmp_path / 'data'
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(data, broken)
+  last = open(os.path.join(splits, 'valid.txt')).read().split()[0]  # the last video is sampled last
+  victim = sorted(os.listdir(broken / 'Images' / last))[-1]
+  os.remove(broken / 'Images' / last / victim)
+  cmd, env = _train(broken, tmp_path / 'run', splits=splits)
+  proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert last in proc.stderr and 'skip_bad_videos' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_sigint_three_seconds_after_launch_stops_promptly(tiny_data, tmp_path):
+  data, splits = tiny_data
+  cmd, env = _train(data, tmp_path / 'run', splits=splits)
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  time.sleep(3)
+  sent = time.time()
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert time.time() - sent < 30
+  assert proc.returncode in (128 + signal.SIGINT, 1), err[-3000:]
+  assert 'Traceback' not in err and 'Exception ignored' not in err

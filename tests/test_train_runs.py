@@ -13,9 +13,12 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import socket
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -117,9 +120,50 @@ def _run_all(tmp):
     _wait(p, f'process {i} of 2')
 
   resumed = _launch(_train_cmd(data, w['one'], '--config.common.max_steps=6'), _env(cache))
+  # SIGTERM in the middle of the first epoch (a checkpoint every step keeps the steps slow enough
+  # to be caught mid-epoch, and exercises the background saves)
+  w['sigterm'], w['busy'] = tmp / 'sigterm', tmp / 'busy'
+  every_step = '--config.common.checkpoint_every_steps=1'
+  term = _launch(_train_cmd(data, w['sigterm'], '--config.common.max_steps=6', every_step), _env(cache))
+  _wait_for_step(w['sigterm'], 2, term)
+  term.send_signal(signal.SIGTERM)
+  term_out, term_err = term.communicate(timeout=300)
   log = _wait(resumed, 'restart to 6 steps')
+  after_term = _launch(_train_cmd(data, w['sigterm'], '--config.common.max_steps=6', every_step), _env(cache))
+  # one run per workdir: a second launch while the first holds the lock
+  first = _launch(_train_cmd(data, w['busy'], '--config.common.max_steps=6'), _env(cache))
+  _wait_for_lock(w['busy'], first)
+  busy = subprocess.run(_train_cmd(data, w['busy'], '--config.common.max_steps=6'), env=_env(cache),
+                        capture_output=True, text=True, timeout=300)
+  _wait(first, 'the run that held the workdir')
+  _wait(after_term, 'resume after SIGTERM')
   return {'dirs': {k: str(v) for k, v in w.items()}, 'data': str(data), 'cache': str(cache),
-          'resumed_log': log[-20000:]}
+          'resumed_log': log[-20000:], 'term': [term.returncode, term_err[-20000:]],
+          'busy': [busy.returncode, busy.stderr[-4000:]]}
+
+
+def _wait_for_lock(workdir, proc):
+  path = os.path.join(workdir, '.lock')
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    if proc.poll() is not None:
+      raise AssertionError(f'the run ended early: {proc.stderr.read()[-4000:]}')
+    if os.path.exists(path) and str(proc.pid) in open(path).read():
+      return
+    time.sleep(0.1)
+  raise AssertionError(f'{path} never named pid {proc.pid}')
+
+
+def _wait_for_step(workdir, step, proc):
+  path = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 600
+  while time.time() < deadline:
+    if proc.poll() is not None:
+      raise AssertionError(f'the run ended before step {step}: {proc.stderr.read()[-4000:]}')
+    if os.path.exists(path) and any(r.get('step', 0) >= step for r in metrics_lib.read_metrics(path)):
+      return
+    time.sleep(0.2)
+  raise AssertionError(f'no step {step} in {path} after 600 s')
 
 
 @pytest.fixture(scope='module')
@@ -188,3 +232,25 @@ def test_evaluate_reproduces_best_top1(runs, tmp_path):
     assert z['logits'].shape == (12, 6) and len(set(z['names'].tolist())) == 12
     np.testing.assert_allclose(np.mean(z['preds'] == z['labels']), best)
   assert (workdir / 'learning_curves.png').exists() and (workdir / 'confusion_matrix.png').exists()
+
+
+def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(runs):
+  """Preemption: SIGTERM stops the run after its current step with a checkpoint there (exit 143);
+  the same command resumes it to the same losses as an uninterrupted run."""
+  code, err = runs['term']
+  assert code == 128 + signal.SIGTERM, err[-3000:]
+  assert 'SIGTERM: stopping after this step' in err and 'Traceback' not in err
+  stopped = re.search(r'stopped at step (\d+) of 6 with a checkpoint', err)
+  assert stopped and 2 <= int(stopped.group(1)) < 6, err[-3000:]  # inside the first epoch
+  straight = _losses(runs['dirs']['straight'])
+  resumed = _losses(runs['dirs']['sigterm'])
+  assert len(resumed) == 6
+  np.testing.assert_allclose(resumed, straight, rtol=1e-5)
+
+
+def test_second_run_on_a_busy_workdir_refuses(runs):
+  code, err = runs['busy']
+  assert code == 1, err
+  assert 'error:' in err and 'pid' in err and 'Traceback' not in err
+  # the first run finishes with a clean record: each step once
+  assert len(_losses(runs['dirs']['busy'])) == 6

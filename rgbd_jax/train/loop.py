@@ -79,25 +79,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpoint.quiet_orbax_logs()
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  with WorkdirLock(workdir, enabled=jax.process_index() == 0), signals.StopRequest() as stop:
-    try:
-      return _run(config, workdir, stop)
-    except signals.Interrupted as e:
-      logging.warning('%s before training started: stopped, nothing to save', signal_name(e))
-      return {'best_top1': None, 'best_epoch': None, 'steps': 0, 'last_eval': {},
-              'stopped_by': signal_name(e)}
-
-
-def signal_name(e: signals.Interrupted) -> str:
-  return str(e.args[0]) if e.args else 'signal'
+  with WorkdirLock(workdir, enabled=jax.process_index() == 0) as lock, \
+      signals.StopRequest(cleanups=(lock.release,)) as stop:
+    return _run(config, workdir, stop)
 
 
 def _run(config: ml_collections.ConfigDict, workdir: str, stop: signals.StopRequest) -> dict[str, Any]:
   c = config.common
   _prepare_data(config)
-  stop.check()
   skipped = _preflight(config)
-  stop.check()
 
   # ------------------------------------------------------------ mesh, input
   mesh = parallel.make_mesh()
@@ -127,7 +117,6 @@ def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_key
   on_variables = None if resuming else functools.partial(pretrained.initial_variables, config)
   state = state_lib.create_train_state(model, config, tx, mesh, rng, on_variables=on_variables)
   logging.info('parameters: %.2fM', state_lib.num_params(state.params) / 1e6)
-  stop.check()
 
   plateau = (optim.ReduceLROnPlateau(float(c.learning_rate), int(c.scheduler.patience))
              if c.scheduler.name == 'ReduceLR' else None)
@@ -206,7 +195,6 @@ def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_key
       report.plot_learning_curves(workdir)
     return True
 
-  stop.raise_on_signal = False  # from here on a signal stops the loop after the current step
   bar = tqdm.tqdm(total=stop_at, initial=start, desc='train', unit='step', dynamic_ncols=True,
                   disable=not lead)
   try:
@@ -223,6 +211,9 @@ def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_key
         batch = next(train_iter)
         state, m = train_fn(state, parallel.shard_batch({k: batch[k] for k in train_keys}, mesh), hp)
         step += 1
+        # from the first step on, a signal stops the loop after its step with a checkpoint (before
+        # it, through the first step's compilation, there is nothing to save: it exits at once)
+        stop.training = True
         bar.update(1)
         if step % int(c.report_freq) == 0 or step == epoch_end:
           m = jax.device_get(m)

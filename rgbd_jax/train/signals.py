@@ -1,15 +1,19 @@
 """SIGINT/SIGTERM during a run: stop promptly and cleanly; a second signal exits at once.
 
 Spot GPUs and TPU VMs announce preemption with SIGTERM; a user presses Ctrl-C.
-While the run starts up (data, initialisation, compilation) a signal raises
-`Interrupted` in the main thread, so start-up ends at once with nothing to
-save. Python runs a signal handler between two bytecodes of the main thread,
-which may be inside a garbage-collection callback that swallows exceptions
-(that is how a bare Ctrl-C in the first seconds got lost); the request is also
-kept as a flag that the run checks between its stages, so it is never lost.
-Once training has started the handler only sets the flag: the loop finishes
-the current step, saves a checkpoint at it and returns. A second signal ends
-the process immediately (exit status 128 + signal number).
+
+* Before training starts (imports, data, preflight, initialisation,
+  compilation) there is nothing to save: a signal ends the process at once
+  (after the given cleanups, e.g. releasing the workdir lock), from wherever
+  the main thread is. Raising KeyboardInterrupt instead is what lost a Ctrl-C
+  in the first seconds: Python may run the handler inside a garbage-collection
+  callback, which swallows the exception, and an exception in the middle of a
+  compile or of a worker pool starting may not unwind quickly.
+* Once training has started (`training = True`) a signal only sets a flag:
+  the loop finishes the current step, saves a checkpoint at it and returns.
+* A second signal ends the process immediately.
+
+Exit status: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,24 +23,41 @@ import os
 import signal
 import sys
 import threading
+from typing import Callable, Sequence
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(KeyboardInterrupt):
-  """Raised in the main thread by a stop signal during start-up."""
+def exit_status(signum: int | None) -> int:
+  """The shell's convention for a run ended by a signal: 128 + its number (0 when none)."""
+  return 128 + signum if signum else 0
 
-  def __init__(self, signum: int):
-    super().__init__(signal.Signals(signum).name)
-    self.signum = signum
+
+def _exit_now(signum: int, why: str, cleanups: Sequence[Callable[[], None]] = ()) -> None:
+  print(f'\n{signal.Signals(signum).name} {why}: exiting', file=sys.stderr, flush=True)
+  for cleanup in cleanups:
+    try:
+      cleanup()
+    except Exception:  # noqa: BLE001 (leaving anyway)
+      pass
+  logging.shutdown()
+  os._exit(exit_status(signum))
+
+
+def exit_at_once_on_signal() -> None:
+  """Until a `StopRequest` takes over: a stop signal ends the process at once (a script's imports)."""
+  if threading.current_thread() is threading.main_thread():
+    for s in SIGNALS:
+      signal.signal(s, lambda signum, frame: _exit_now(signum, 'during start-up'))
 
 
 class StopRequest:
   """Installs the handlers for its `with` block (main thread only; elsewhere it only holds the flag)."""
 
-  def __init__(self):
+  def __init__(self, cleanups: Sequence[Callable[[], None]] = ()):
     self.signum: int | None = None
-    self.raise_on_signal = True  # start-up: raise; training: only set the flag
+    self.training = False  # False: a signal exits at once; True: it asks the loop to stop
+    self._cleanups = tuple(cleanups)
     self._previous = {}
 
   @property
@@ -47,20 +68,13 @@ class StopRequest:
   def name(self) -> str:
     return signal.Signals(self.signum).name if self.signum is not None else ''
 
-  def check(self) -> None:
-    """Raises `Interrupted` if a stop was requested (between start-up stages)."""
-    if self.signum is not None:
-      raise Interrupted(self.signum)
-
   def _handle(self, signum, frame):
     del frame
     if self.signum is not None:
-      print(f'\n{signal.Signals(signum).name} again: exiting now', file=sys.stderr, flush=True)
-      os._exit(128 + signum)
+      _exit_now(signum, 'again')
+    if not self.training:
+      _exit_now(signum, 'before training started, nothing to save', self._cleanups)
     self.signum = signum
-    if self.raise_on_signal:
-      logging.warning('%s: stopping start-up (again to exit at once)', self.name)
-      raise Interrupted(signum)
     logging.warning('%s: stopping after this step with a checkpoint (again to exit at once)', self.name)
 
   def __enter__(self) -> 'StopRequest':
@@ -73,8 +87,3 @@ class StopRequest:
     for s, handler in self._previous.items():
       signal.signal(s, handler)
     self._previous = {}
-
-
-def exit_status(signum: int | None) -> int:
-  """The shell's convention for a run ended by a signal: 128 + its number (0 when none)."""
-  return 128 + signum if signum else 0
