@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 
 from rgbd_jax.models.frp import pool_heatmap_to
-from rgbd_jax.models.layers import inception_widths
 from rgbd_jax.models.ops.pool import max_pool_same
 
 # (name, kind, spec): 'unit' (features, kernel, stride), 'pool' (window, stride), 'mixed' widths.
@@ -50,10 +49,6 @@ def stem_widths(width: float) -> dict[str, tuple]:
     elif kind == 'mixed':
       out[name] = tuple(scaled(c, width) for c in spec)
   return out
-
-
-def stem_out_features(width: float) -> int:
-  return inception_widths(stem_widths(width)['Mixed_5c'])
 
 
 def run_stem(modules: dict[str, Callable], frp: Callable | None, video: jax.Array,

@@ -157,11 +157,6 @@ def fused_units(units: Sequence[Unit3D], x: jax.Array, train: bool, dtype: Dtype
   return jnp.split(y, splits, axis=-1)
 
 
-def inception_widths(widths: Sequence[int]) -> int:
-  """Output channels of an inception block [b0, b1a, b1b, b2a, b2b, b3b]."""
-  return widths[0] + widths[2] + widths[4] + widths[5]
-
-
 class SpatialInception(nn.Module):
   """Spatial inception block on (B, T, H, W, C): 1x1 | 1x1-3x3 | 1x1-3x3 | pool3x3x3-1x1."""
   widths: tuple[int, ...]  # [b0, b1a, b1b, b2a, b2b, b3b] as the original lists them

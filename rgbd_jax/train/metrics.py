@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any
 
@@ -79,9 +78,6 @@ class TrainAverager:
   def means(self) -> dict[str, float]:
     return {k: v / max(self.n, 1) for k, v in self.sums.items()}
 
-  def reset(self):
-    self.sums, self.n = {}, 0
-
   def state(self) -> dict[str, Any]:
     """What a checkpoint keeps, so a resumed epoch reports the same means."""
     return {'sums': dict(self.sums), 'n': self.n}
@@ -126,6 +122,3 @@ class EvalAccumulator:
             'logits': np.concatenate(self.logits) if self.logits else np.zeros((0, 0), np.float32),
             'index': cat(self.index, np.int32)}
 
-
-def is_finite(x: float) -> bool:
-  return math.isfinite(x)
