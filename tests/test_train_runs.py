@@ -196,7 +196,7 @@ def test_two_processes_match_one(runs):
   assert len(two) == 3
   np.testing.assert_allclose(two, one, rtol=1e-4)
   # each process saved its own data iterator position
-  step_dir = runs['dirs']['two_proc'] / 'checkpoints' / 'latest' / '3' / 'data'
+  step_dir = runs['dirs']['two_proc'] / 'checkpoints' / '3' / 'data'
   assert sorted(p.name for p in step_dir.glob('process_*.json')) == [
       'process_0-of-2.json', 'process_1-of-2.json']
 
