@@ -113,6 +113,9 @@ def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_key
            ckpts, skipped) -> dict[str, Any]:
   c = config.common
   resuming = ckpts.latest_step() is not None
+  # the config against the workdir's record first: a structural change stops here, before any work
+  config_history.record(workdir, config, resuming=resuming,
+                        step=int(ckpts.read_meta('latest')['step']) if resuming else 0)
   rng = jax.random.PRNGKey(int(c.seed))
   on_variables = None if resuming else functools.partial(pretrained.initial_variables, config)
   state = state_lib.create_train_state(model, config, tx, mesh, rng, on_variables=on_variables)
@@ -125,8 +128,6 @@ def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_key
   pending_eval = False
   start = 0
   if resuming:
-    meta = ckpts.read_meta('latest')
-    config_history.record(workdir, config, resuming=True, step=int(meta['step']))
     state, meta = ckpts.restore('latest', state_lib.abstract_state(state), train_iter)
     best = meta['best']
     epoch_sums = meta.get('epoch_train', {}) or {}
@@ -137,7 +138,6 @@ def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_key
     logging.info('resumed %s at step %d (epoch %d, step %d of it); best top1 so far %.4f (epoch %d)',
                  ckpts.root / str(start), start, start // spe, start % spe, best['top1'], best['epoch'])
   else:
-    config_history.record(workdir, config, resuming=False, step=0)
     logging.info('no checkpoint in %s: starting from step 0', workdir)
 
   train_fn = steps.jit_train_step(model, config, tx, schedule)
