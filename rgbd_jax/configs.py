@@ -53,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.common.MultiLoss = True
   c.common.loss_lamdb = [1.0, 0.5, 0.5, 0.5]
   c.common.distill = 1.0
+  c.common.warmup_epochs = 5         # new (UMDR): --warmup-epochs: DSNV2's distillation weight is 0 while epoch <= this
   # new: run control
   c.common.seed = 123
   c.common.max_steps = -1            # new: stop after this many steps (-1: no limit)
@@ -67,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   # ----------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict()
-  c.model.Network = 'I3DWTrans'      # 'I3DWTrans' (unimodal) or 'FusionNet'
+  c.model.Network = 'I3DWTrans'      # 'I3DWTrans' (unimodal) or 'FusionNet'; the journal's 'DSNV2' or 'UMDRFusion'
   c.model.pretrained = ''
   c.model.sample_duration = 64
   c.model.sample_size = 224
@@ -98,6 +99,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.fusion_dropout = 0.4       # after the 1x1 interaction stacks
   c.model.bce_dropout = 0.5          # before the modality discriminator `fc`
   c.model.frame_sampling = 'random'  # new: DTN frame choice in training: 'random' (original) or 'centre' (parity)
+  # new (UMDR): the journal's networks 'DSNV2' and 'UMDRFusion' (zhoubenjia/MotionRGBD-PAMI), its argparse names
+  c.model.intar_fatcer = 2           # new (UMDR): --intar-fatcer: DTNV2 branch j takes (j + 1) * (sample_duration // intar_fatcer) tokens
+  c.model.sms_depth = 3              # new (UMDR): SMS stages of DSNNetV2, each with its RCM (the original asserts 3)
+  c.model.scc_depth = 2              # new (UMDR fusion): --scc-depth, spatial cross-modal blocks
+  c.model.tcc_depth = 4              # new (UMDR fusion): --tcc-depth, temporal cross-modal blocks
+  c.model.stream_epoch = -1          # new (UMDR fusion): epoch index of the frozen streams' temperature (-1: common.epochs - 1; the original: stream checkpoint epoch - 1)
 
   # --------------------------------------------------------------- dataset
   c.dataset = ml_collections.ConfigDict()

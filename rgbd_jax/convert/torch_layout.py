@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from rgbd_jax import configs
+from rgbd_jax.convert import umdr_layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +154,9 @@ def original_entries(config: ml_collections.ConfigDict) -> list[Entry]:
 
 # model.Network -> its state_dict entries (the original's checkpoint format of each kind)
 _ENTRIES = {'I3DWTrans': lambda config: dsn_entries('', config, heads=True), 'FusionNet': fusion_entries}
+# the journal's (UMDR) networks: umdr_layout gives (key, kind, kernel) triples
+_ENTRIES.update({name: (lambda config, f=f: (Entry(*t) for t in f(config)))
+                 for name, f in umdr_layout.ENTRIES.items()})
 
 
 def strip_module_prefix(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -204,8 +208,32 @@ def infer_architecture(state_dict: Mapping[str, np.ndarray]) -> dict[str, object
   """What a (prefix-stripped) state_dict fixes about the network, as 'section.key' -> value.
 
   'inner_dim' (heads * dim_head of the Transformer attention) is reported
-  as is: the split into heads and head width is not in the weights.
+  as is: the split into heads and head width is not in the weights. A
+  checkpoint that fits no known network is an error saying what it looks
+  like and which keys are missing or unexpected.
   """
+  try:
+    if umdr_layout.looks_like(state_dict):
+      return umdr_layout.infer_architecture(state_dict)
+    return _infer_conference(state_dict)
+  except ValueError as e:
+    if umdr_layout.looks_like(state_dict) == 'UMDRFusion-only':
+      raise
+    raise ValueError(f'{e}\n{nearest_layout_report(state_dict)}') from None
+
+
+def nearest_layout_report(state_dict: Mapping[str, np.ndarray]) -> str:
+  """What a state_dict looks like, and its missing/unexpected keys against that network's layout."""
+  network, what = umdr_layout.resemblance(state_dict)
+  if network is None:
+    return what
+  config = configs.base_config()
+  config.model.Network = network
+  expected = [e.key for e in original_entries(config)]
+  return f'{what}: {umdr_layout.key_report(state_dict, expected)}'
+
+
+def _infer_conference(state_dict: Mapping[str, np.ndarray]) -> dict[str, object]:
   if any(k.startswith('Modalit_rgb.') for k in state_dict):
     rgb = _infer_dsn(state_dict, 'Modalit_rgb.')
     depth = _infer_dsn(state_dict, 'Modalit_depth.')
@@ -245,7 +273,7 @@ def apply_architecture(config: ml_collections.ConfigDict, found: Mapping[str, ob
   for name, value in found.items():
     if name == 'inner_dim':
       continue
-    if name in ('model.rcm_hidden', 'model.sample_duration', 'model.SEHeads') and not found['model.recoupling']:
+    if name in ('model.rcm_hidden', 'model.sample_duration', 'model.SEHeads') and not found.get('model.recoupling', True):
       continue
     old = _current(config, name)
     if old != value:

@@ -22,6 +22,9 @@ from rgbd_jax.models import losses as losses_lib
 from rgbd_jax.models.dtn import DTN
 from rgbd_jax.models.fusion import CrossFusionNet
 from rgbd_jax.models.recognizer import DSNNet
+from rgbd_jax.models.umdr.dsn_v2 import DSNNetV2
+from rgbd_jax.models.umdr.dtn_v2 import DTNNetV2
+from rgbd_jax.models.umdr.fusion import UMDRFusion
 
 WARMUP_TEMP_EPOCHS = 30  # the original's DTN default
 MIN_SIZE = 32            # the smallest H = W the stem takes; every parameter shape is fixed by it
@@ -65,6 +68,56 @@ def _fusion(config: ml_collections.ConfigDict) -> CrossFusionNet:
                         dtype=compute_dtype(config), param_dtype=param_dtype(config))
 
 
+def _dsnv2(config: ml_collections.ConfigDict, num_classes: int | None = None) -> DSNNetV2:
+  """The journal's unimodal network (UMDR); with `num_classes` None: from the config."""
+  m = config.model
+  dtype, pdtype = compute_dtype(config), param_dtype(config)
+  dtn = DTNNetV2(
+      num_classes=configs.num_classes(config) if num_classes is None else num_classes,
+      frames=int(m.sample_duration), intar_fatcer=int(m.intar_fatcer), dim=int(m.dim), depth=int(m.N),
+      heads=int(m.heads), dim_head=int(m.dim_head), mlp_dim=int(m.mlp_dim), dropout=float(m.dropout),
+      knn_attention=float(m.knn_attention), train_sampling=str(m.frame_sampling), dtype=dtype,
+      param_dtype=pdtype, parent=None)
+  return DSNNetV2(frames=int(m.sample_duration), width=float(m.width), sms_depth=int(m.sms_depth),
+                  temper=float(m.temper), dtn=dtn, remat=bool(m.remat), dtype=dtype, param_dtype=pdtype,
+                  parent=None)
+
+
+def _umdr_fusion(config: ml_collections.ConfigDict) -> UMDRFusion:
+  m = config.model
+  stream_epoch = int(m.stream_epoch) if int(m.stream_epoch) >= 0 else int(config.common.epochs) - 1
+  return UMDRFusion(num_classes=configs.num_classes(config), stream=_dsnv2(config),
+                    scc_depth=int(m.scc_depth), tcc_depth=int(m.tcc_depth), heads=int(m.heads),
+                    dim_head=int(m.dim_head), mlp_dim=int(m.mlp_dim), dropout=float(m.dropout),
+                    stream_temp=sharpness_temperature(config, stream_epoch),
+                    dtype=compute_dtype(config), param_dtype=param_dtype(config))
+
+
+def _dsnv2_distill_weight(config: ml_collections.ConfigDict, epoch: int) -> float:
+  """The journal's train.py: 0 while epoch <= --warmup-epochs, then --distill."""
+  return 0.0 if epoch <= int(config.common.warmup_epochs) else float(config.common.distill)
+
+
+def _umdr_fusion_losses(config, out: Out, labels, distill_weight, mask=None) -> dict[str, jax.Array]:
+  """train_fusion.py: the smoothed CE of both fusion logits (the frozen streams add nothing)."""
+  del distill_weight
+  eps = configs.label_smoothing(config)
+  ce = (losses_lib.label_smoothing_ce(out['fusion_logits_rgb'], labels, eps, mask)
+        + losses_lib.label_smoothing_ce(out['fusion_logits_depth'], labels, eps, mask))
+  return {'total': ce, 'ce': ce, 'distillation': jnp.zeros((), ce.dtype)}
+
+
+def _dsnv2_logits(out: Out) -> dict[str, jax.Array]:
+  """The conference's, and the journal's Acc_all (xs + xm + xl)."""
+  return {**_dsn_logits(out), 'top1_xs+xm+xl': out['xs'] + out['xm'] + out['xl']}
+
+
+def _umdr_fusion_logits(out: Out) -> dict[str, jax.Array]:
+  r, d = out['logits_rgb'], out['logits_depth']
+  return {'top1': out['combined'], 'top1_rgb': r, 'top1_depth': d, 'top1_rgb+depth': out['combined_rgbd'],
+          'top1_fusion': (out['fusion_logits_rgb'] + out['fusion_logits_depth']) / 2.0}
+
+
 def _dsn_losses(config, out: Out, labels, distill_weight, mask=None) -> dict[str, jax.Array]:
   c = config.common
   lamdb = [float(x) for x in c.loss_lamdb] if c.MultiLoss else [1.0, 0.0, 0.0, 0.0]
@@ -102,6 +155,10 @@ class NetworkKind:
   losses: Callable[..., dict[str, jax.Array]]  # (config, out, labels, distill_weight, mask) -> {'total', ...}
   # (variable prefix, model config key) of streams initialised from their own unimodal checkpoints
   stream_checkpoints: tuple[tuple[str, str], ...] = ()
+  # new (UMDR): (config, epoch) -> distillation weight; None: the conference's rule (train.optim.distill_weight)
+  distill_weight: Callable[[ml_collections.ConfigDict, int], float] | None = None
+  # new (UMDR): variable prefixes the original never trains (frozen streams: no gradient, no weight decay)
+  frozen: tuple[str, ...] = ()
 
   @property
   def input_keys(self) -> tuple[str, ...]:
@@ -116,6 +173,15 @@ NETWORKS: dict[str, NetworkKind] = {
                              _fusion, 'fusion_logits', _fusion_logits, _fusion_losses,
                              stream_checkpoints=(('Modalit_rgb.', 'rgb_checkpoint'),
                                                  ('Modalit_depth.', 'depth_checkpoint'))),
+    # The journal (UMDR, TPAMI 2023): the video alone, no FRP heatmap.
+    'DSNV2': NetworkKind('DSNV2', (('video', 3),), _dsnv2, 'logits', _dsnv2_logits, _dsn_losses,
+                         distill_weight=_dsnv2_distill_weight),
+    # train_fusion.py: two frozen DSNV2 streams (strictly loaded, heads included) and the trained fusion.
+    'UMDRFusion': NetworkKind('UMDRFusion', (('rgb', 3), ('depth', 3)), _umdr_fusion, 'combined',
+                              _umdr_fusion_logits, _umdr_fusion_losses,
+                              stream_checkpoints=(('Modalit_rgb.', 'rgb_checkpoint'),
+                                                  ('Modalit_depth.', 'depth_checkpoint')),
+                              frozen=('Modalit_rgb', 'Modalit_depth')),
 }
 
 

@@ -7,7 +7,10 @@ Inputs and outputs are `.npz` files in the original's NCTHW layout so the same
 batch can be dumped from, and compared with, the PyTorch code:
 
 * unimodal: `video` (B, 3, T, H, W) and `heatmap` (B, 1, T, H, W);
-* FusionNet: `rgb`, `rgb_heatmap`, `depth`, `depth_heatmap` and `target` (B,).
+* FusionNet: `rgb`, `rgb_heatmap`, `depth`, `depth_heatmap` and `target` (B,);
+* the journal's DSNV2: `video` alone; UMDRFusion: `rgb`, `depth` (and `target`), with the
+  fusion network's checkpoint as --checkpoint and its streams' as --config.model.rgb_checkpoint /
+  --config.model.depth_checkpoint (the original's three checkpoints).
 
 What is computed is picked by a mode from `MODES` ('forward': evaluation-mode
 outputs and, for the fusion network, its losses). A mode is a function
@@ -27,12 +30,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rgbd_jax.convert import torch_import
+from rgbd_jax.convert import umdr_import
 from rgbd_jax.models import build
 from rgbd_jax.tools import step_check
 
 # Outputs compared at the float32 tolerance (the rest are debugging intermediates).
-HEADLINE = ('logits', 'xs', 'xm', 'xl', 'fusion_logits', 'logits_rgb', 'logits_depth')
+HEADLINE = ('logits', 'xs', 'xm', 'xl', 'fusion_logits', 'logits_rgb', 'logits_depth',
+            'fusion_logits_rgb', 'fusion_logits_depth', 'combined')
 TOLERANCE_X64 = 1e-6
 TOLERANCE_F32 = 1e-3
 
@@ -144,7 +148,8 @@ def prepare(checkpoint: str, config: ml_collections.ConfigDict, x64: bool):
   config = config.copy_and_resolve_references()
   if x64:
     config.model.dtype = 'float64'
-  config, variables = torch_import.load_torch_checkpoint(checkpoint, config)
+  # the journal fusion's own checkpoint brings its streams from model.rgb_checkpoint / depth_checkpoint
+  config, variables = umdr_import.load_checkpoint(checkpoint, config)
   return config, build.build_model(config), variables
 
 
@@ -181,6 +186,10 @@ def main(config: ml_collections.ConfigDict, checkpoint: str, inputs_path: str, o
     config, model, variables = prepare(checkpoint, config, x64)
     inputs = read_inputs(inputs_path, config)
     out = run_mode(mode, config, model, variables, inputs, epoch=epoch, x64=x64, **options)
+  # Interchange files hold standard numpy dtypes: a bfloat16 run (ml_dtypes, no numpy type of its
+  # own) would be stored as raw |V2 bytes that numpy elsewhere cannot read as numbers; float32
+  # holds every bfloat16 value exactly.
+  out = {k: v.astype(np.float32) if v.dtype == jnp.bfloat16 else v for k, v in out.items()}
   np.savez(out_path, **out)
   logging.info('wrote %d outputs to %s', len(out), out_path)
   if not compare_path:

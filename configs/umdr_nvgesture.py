@@ -1,0 +1,47 @@
+"""NvGesture with the journal network UMDR (zhoubenjia/MotionRGBD-PAMI, config/NvGesture.yml).
+
+    python scripts/train.py --config configs/umdr_nvgesture.py --workdir runs/umdr_nv_m \
+        --config.common.data=/data/NvGesture --config.common.splits=/data/NvGesture/dataset_splits/rgb \
+        [--config.model.pretrained=NTU-RGBD-32-DTNV2-TSM/model_best.pth.tar]
+    python scripts/train.py --config configs/umdr_nvgesture.py:fusion --workdir runs/umdr_nv_rgbd \
+        --config.model.rgb_checkpoint=NV-32-DTNV2-M/model_best.pth.tar \
+        --config.model.depth_checkpoint=NV-32-DTNV2-K/model_best.pth.tar
+
+The journal pre-trains on Jester (or NTU) and fine-tunes (README). Not ported: Mixup / ShuffleMix+;
+timm's optimiser details (see configs/umdr_ntu.py).
+"""
+from rgbd_jax import configs
+
+
+def get_config(arg=None):
+  c = configs.base_config()
+  c.common.data = '/path/to/NvGesture/'
+  c.common.splits = '/path/to/NvGesture/dataset_splits/rgb'
+  c.common.dataset = 'NvGesture'
+  # train.py's arguments (README command line, argparse defaults)
+  c.common.batch_size = 16
+  c.common.test_batch_size = 32
+  c.common.learning_rate = 0.01
+  c.common.learning_rate_min = 0.00001
+  c.common.weight_decay = 0.0005
+  c.common.epochs = 100
+  c.common.scheduler.warm_up_epochs = 5
+  c.common.distill = 0.2
+  c.common.warmup_epochs = 5
+  c.model.temper = 0.6
+  # config/NvGesture.yml
+  c.model.Network = 'DSNV2'
+  c.model.frp = False
+  c.model.sample_duration = 32
+  c.model.intar_fatcer = 2
+  c.dataset.flip = 0.0
+  c.dataset.rotated = 0.5
+  c.dataset.angle = (-20, 20)
+  c.dataset.resize = (256, 256)
+  c.dataset.crop_size = 224
+  if arg == 'fusion':
+    c.model.Network = 'UMDRFusion'
+    c.common.distill = 0.0
+  elif arg:
+    raise ValueError(f"configs/umdr_nvgesture.py: unknown arg {arg!r} (use 'fusion' or nothing)")
+  return c
