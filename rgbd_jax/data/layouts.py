@@ -4,6 +4,10 @@ The rules are the original loaders': folder per video, frame files numbered
 0- or 1-based, and for the fusion network a depth path derived from the RGB
 path by string replacement (reproduced as the original applies it, on the whole
 path, so that the same files are read).
+
+'Custom' is the generic layout of a user's own dataset (`configs/custom.py`,
+`scripts/extract_frames.py`): `<data>/rgb/<name>/%06d.jpg` and `<data>/depth/<name>/%06d.jpg` or
+`.png`, 0-based.
 """
 
 from __future__ import annotations
@@ -86,6 +90,41 @@ def _jester(data: str, fusion: bool) -> Layout:
   return Layout(folder, frame)
 
 
+CUSTOM_DEPTH_EXTENSIONS = ('.jpg', '.png')
+
+
+def _first_frame_extension(root: str) -> str | None:
+  """The extension of the first frame file found under `root` (folders in name order), or None."""
+  for folder, dirs, files in os.walk(root):
+    dirs.sort()
+    for name in sorted(files):
+      ext = os.path.splitext(name)[1].lower()
+      if ext in CUSTOM_DEPTH_EXTENSIONS:
+        return ext
+  return None
+
+
+def _custom(data: str, fusion: bool) -> Layout:
+  """A user's dataset: `<data>/<rgb|depth>/<name>/%06d.<ext>`, 0-based; rgb frames are .jpg, depth
+  frames .jpg (8-bit, 3 channels) or .png (e.g. 16-bit single channel): the extension of the first
+  depth frame found, one for the whole dataset."""
+  del fusion  # the depth stream lives in its own folder either way
+  depth_ext = None
+
+  def folder(name, stream):
+    return os.path.join(data, stream, name)
+
+  def frame(i, stream):
+    nonlocal depth_ext
+    if stream == 'rgb':
+      return f'{i:06d}.jpg'
+    if depth_ext is None:
+      depth_ext = _first_frame_extension(os.path.join(data, 'depth')) or '.jpg'
+    return f'{i:06d}{depth_ext}'
+
+  return Layout(folder, frame)
+
+
 _LAYOUTS = {
     'NTU': _ntu,
     'Synthetic': _ntu,
@@ -93,6 +132,7 @@ _LAYOUTS = {
     'IsoGD': _isogd,
     'THUREAD': _thu_read,
     'Jester': _jester,
+    'Custom': _custom,
 }
 
 

@@ -1,5 +1,7 @@
 """Split files: one video per line, `name num_frames label`.
 
+Fields are separated by any run of spaces or tabs; a trailing '/' on the name is dropped.
+
 The original reads these with a bare `split(' ')` and crashes (or worse,
 silently mislabels) on a malformed line; here every problem names the file and
 the line.
@@ -52,6 +54,8 @@ def read_split(path: str) -> list[VideoRecord]:
       if len(fields) != 3:
         raise ValueError(f'{path}:{lineno}: expected "name num_frames label", got {text!r}')
       name, frames, label = fields
+      # 'video/' names the same folder as 'video' (a trailing slash from shell completion)
+      name = name.rstrip('/') or name
       try:
         frames, label = int(frames), int(label)
       except ValueError:
