@@ -249,21 +249,21 @@ def infer_architecture(state_dict: Mapping[str, np.ndarray]) -> dict[str, object
 
 # ------------------------------------------------------------ when nothing fits
 
-# model.Network -> (what it is, a few keys it is recognised by; digits stand for any index)
+# model.Network -> (what it is, a few keys it is recognised by; '#': an index that varies with the depth)
 SIGNATURES = {
     'I3DWTrans': ('the conference unimodal network (I3DWTrans)',
-                  ('Mixed_#b.b0.conv3d.weight', 'dtn.mlp_head_small.#.weight')),
+                  ('Mixed_3b.b0.conv3d.weight', 'dtn.mlp_head_small.1.weight')),
     'FusionNet': ('the conference fusion network (FusionNet)',
-                  ('Modalit_rgb.Mixed_#b.b0.conv3d.weight', 'fusion_model.efc.weight')),
+                  ('Modalit_rgb.Mixed_3b.b0.conv3d.weight', 'fusion_model.efc.weight')),
     'DSNV2': ('the journal unimodal network (DSNV2)',
-              ('SMS_layers.#.Mixed#.b0.conv3d.weight', 'dtn.cls_tokens.#.cls_token')),
-    'UMDRFusion': ('the journal fusion network (UMDRFusion)', ('SCC_Module.att_nets.#.#.q.weight', 'pos_embedding_M')),
+              ('SMS_layers.0.Mixed1.b0.conv3d.weight', 'dtn.cls_tokens.0.cls_token')),
+    'UMDRFusion': ('the journal fusion network (UMDRFusion)', ('SCC_Module.att_nets.#.1.q.weight', 'pos_embedding_M')),
 }
 
 
 def pattern(key: str) -> str:
-  """A key with its indices replaced by '#': the same for every depth and branch count."""
-  return re.sub(r'(?<=\.)\d+(?=\.|$)|(?<=Mixed)\d|(?<=Mixed_)\d', '#', key)
+  """A key with the indices that grow with a depth (layers, blocks) replaced by '#'."""
+  return re.sub(r'\b(layers|att_nets|multi_scale_transformers)\.\d+', r'\1.#', key)
 
 
 def key_report(state_dict: Mapping[str, np.ndarray], expected: list[str], limit: int = 12) -> str:
