@@ -86,6 +86,18 @@ def test_rotation_by_zero_is_an_exact_identity():
   assert not np.array_equal(transforms.rotate(frame, 7), frame)
 
 
+def test_rgbx_rotation_equals_the_three_channel_warp():
+  """FrameTransform rotates through 4 channels (2x faster in OpenCV): the same pixels, bit for bit."""
+  rng = np.random.default_rng(5)
+  for k in range(40):
+    w, h = (640, 480) if k < 4 else (int(rng.integers(8, 400)), int(rng.integers(8, 300)))
+    frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if k % 2 else np.asarray(_image(w, h, seed=k))
+    angle = int(rng.integers(-10, 10)) or 3
+    out = transforms.rotate_rgb(Image.fromarray(frame), angle)
+    assert out.mode == 'RGB' and out.size == (w, h)
+    np.testing.assert_array_equal(np.asarray(out), transforms.rotate(frame, angle), err_msg=f'{w}x{h} {angle}')
+
+
 def _config(**dataset):
   c = configs.base_config()
   c.model.sample_size = 64

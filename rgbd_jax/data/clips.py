@@ -52,7 +52,9 @@ def load_stream_u8(config: ml_collections.ConfigDict, source: sources.Source, re
       raise BadVideoError(f'{where}: frame is {img.mode} {img.size}, but {first[2]} is {first[0]} {first[1]}')
     # a packed frame is already at dataset.resize: the transform then rotates it, crops, flips, resizes
     frames.append(transform(img, where))
-  return np.stack(frames)[inverse]
+  clip = np.stack(frames)
+  # distinct increasing indices (a video at least as long as the clip): the stack is the clip already
+  return clip if np.array_equal(unique, indices) else clip[inverse]
 
 
 class ClipLoader:

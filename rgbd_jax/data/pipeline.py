@@ -19,12 +19,21 @@ Global batch j holds global positions [j*B, (j+1)*B); process p takes the
 p-th slice of B / process_count of them. Worker processes and prefetch threads
 only change who computes an element, never what it is, and the iterator's
 state (`get_state()` / `set_state()`) resumes mid-epoch exactly.
+
+Batches hold uint8 clips (normalisation and the FRP heatmap run on the device,
+`on_device.model_inputs`). Worker processes (`common.num_workers`) each compute
+whole batches with one OpenCV thread and pass them pickled through grain's
+queue (no shared memory: see `_NO_SHARED_MEMORY`); in-process (0 workers),
+`common.prefetch` reader threads compute batches ahead (Pillow and OpenCV
+release the GIL). The iterator closes its workers when it is collected or at
+interpreter exit at the latest; `close()` does it at once.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import weakref
 
 from absl import flags
 import grain
@@ -167,10 +176,9 @@ class _Spec:
   def dataset(self, start_batch: int) -> grain.IterDataset:
     if not 0 <= start_batch <= self.steps:
       raise ValueError(f'start batch {start_batch} out of range (0..{self.steps})')
-    # Batched as a MapDataset, so that a batch is one element: worker processes then each compute
-    # whole batches, and which rows form a batch does not depend on the number of workers.
-    lb = self.local_batch
-    ds = grain.MapDataset.range(start_batch * lb, self.steps * lb).map(self.element).batch(lb)
+    # A batch is one element of the MapDataset: worker processes then each compute whole batches,
+    # and which rows form a batch does not depend on the number of workers.
+    ds = grain.MapDataset.range(start_batch, self.steps).map(_Batch(self.element, self.local_batch))
     prefetch = max(int(self.config.common.prefetch), 1)
     workers = int(self.config.common.num_workers)
     # In-process, `prefetch` threads compute batches ahead (decoding and OpenCV release the GIL);
@@ -180,9 +188,21 @@ class _Spec:
       # grain's worker start-up reads absl flags; a library caller (tests, notebooks) may not have parsed any.
       if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+      # Batches travel pickled through grain's queue, not through shared memory: see _NO_SHARED_MEMORY.
+      ds = grain.experimental.WithOptionsIterDataset(
+          ds, grain.experimental.DatasetOptions(min_shm_size=_NO_SHARED_MEMORY))
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=prefetch),
                           worker_init_fn=_init_worker)
     return ds
+
+
+# grain copies every array of a worker's batch into a fresh POSIX shared-memory block unless it is
+# smaller than `min_shm_size`. Measured here (packed 224x224 training clips, one worker): a fresh
+# 9.6 MB block costs the worker ~14 ms per clip more than pickling the batch through the queue
+# (62 against 48 ms of CPU per clip; in-process 43-51), the page faults of new tmpfs pages
+# dominating; the main process spends ~4.7 ms per clip either way. So no array goes through shared
+# memory: nothing can leak there either.
+_NO_SHARED_MEMORY = 1 << 62
 
 
 def _init_worker(worker_index: int, worker_count: int) -> None:
@@ -190,6 +210,39 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   del worker_index, worker_count
   import cv2  # pylint: disable=g-import-not-at-top
   cv2.setNumThreads(1)
+
+
+class _Batch:
+  """Batch number -> this process's batch: its rows (`_Element`) stacked once (grain's `.batch()`
+  would add a thread pool for the copy)."""
+
+  def __init__(self, element: '_Element', local_batch: int):
+    self.element, self.local_batch = element, local_batch
+
+  def __call__(self, step: int) -> dict:
+    rows = [self.element(int(step) * self.local_batch + j) for j in range(self.local_batch)]
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def _own_arrays(batch: dict) -> dict:
+  """The batch with any shared-memory array (grain's SharedMemoryArray) copied out and its block
+  unlinked at once.
+
+  The pipeline sends nothing through shared memory (_NO_SHARED_MEMORY); should a grain version do
+  it regardless, blocks still referenced, or still queued in grain's deletion thread pool, when the
+  interpreter exits would never be unlinked, and Python's resource tracker would report "leaked
+  shared_memory objects". Copied out and unlinked here, nothing outlives the batch.
+  """
+  from grain.multiprocessing import SharedMemoryArray  # pylint: disable=g-import-not-at-top
+  out = {}
+  for key, value in batch.items():
+    if isinstance(value, SharedMemoryArray):
+      out[key] = np.array(value)  # a plain ndarray copy
+      value.shm.unlink()
+      value._unlink_on_del = False  # pylint: disable=protected-access  # unlinked already
+    else:
+      out[key] = value
+  return out
 
 
 class BatchIterator(grain.DatasetIterator):
@@ -203,10 +256,16 @@ class BatchIterator(grain.DatasetIterator):
     super().__init__()
     self._spec = spec
     self._next_batch = start_batch
-    self._it = iter(spec.dataset(start_batch))
+    # The grain iterator, in a holder that a finaliser closes when this iterator is collected or,
+    # at the latest, when the interpreter exits, before module teardown: grain's own finalisers
+    # run later and fail there (worker processes, prefetch threads) when nobody called close().
+    self._current = [iter(spec.dataset(start_batch))]
+    self._finalizer = weakref.finalize(self, _close_grain_iterator, self._current)
 
   def __next__(self) -> dict:
-    batch = next(self._it)
+    if self._current[0] is None:
+      raise ValueError('this data iterator was closed')
+    batch = _own_arrays(next(self._current[0]))
     self._next_batch += 1
     return batch
 
@@ -221,14 +280,22 @@ class BatchIterator(grain.DatasetIterator):
                          f'this loader has {key}={self.get_state()[key]!r}')
     if 'next_batch' not in state:
       raise ValueError(f'not a data iterator state of rgbd_jax.data.pipeline: {state!r}')
-    self.close()
+    _close_grain_iterator(self._current)
     self._next_batch = int(state['next_batch'])
-    self._it = iter(self._spec.dataset(self._next_batch))
+    self._current[0] = iter(self._spec.dataset(self._next_batch))
 
   def close(self) -> None:
-    close = getattr(self._it, 'close', None)
-    if close is not None:
-      close()
+    """Stops the worker processes and prefetch threads (also done at exit; a second call does nothing)."""
+    # no module global here: grain's DatasetIterator.__del__ may call this during interpreter teardown
+    it, self._current[0] = self._current[0], None
+    if it is not None:
+      it.close()
+
+
+def _close_grain_iterator(current: list) -> None:
+  it, current[0] = current[0], None
+  if it is not None:
+    it.close()
 
 
 def make_loader(config: ml_collections.ConfigDict, phase: str, *, global_batch_size: int,

@@ -96,9 +96,23 @@ def decode(data: bytes, where: str, draft_size: tuple[int, int] | None = None) -
 
 
 def rotate(frame: np.ndarray, angle: int) -> np.ndarray:
+  """The original's rotation: OpenCV warpAffine about the centre (bilinear, black border)."""
   h, w = frame.shape[:2]
   m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
   return cv2.warpAffine(frame, m, (w, h))
+
+
+def rotate_rgb(img: Image.Image, angle: int) -> Image.Image:
+  """`rotate` of an RGB image, Pillow in and out, through a 4-channel RGBX array.
+
+  Pillow keeps RGB pixels as 4 bytes, so RGBX leaves and enters it with one plain copy each, and
+  OpenCV's warpAffine is about twice as fast on 4 channels as on 3; each channel is interpolated
+  on its own, so the first three are those of the 3-channel warp (tests check it bit for bit).
+  """
+  w, h = img.size
+  x = np.frombuffer(img.tobytes('raw', 'RGBX'), np.uint8).reshape(h, w, 4)
+  m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+  return Image.frombytes('RGB', (w, h), cv2.warpAffine(x, m, (w, h)), 'raw', 'RGBX')
 
 
 @functools.lru_cache(maxsize=256)
@@ -159,15 +173,11 @@ class FrameTransform:
   def __call__(self, img: Image.Image, where: str) -> np.ndarray:
     p = self.params
     check_mode(img, where)
-    if img.mode in RGB_MODES and p.angle == 0:
-      pil = img
-    else:
-      arr = np.asarray(img)
-      if arr.ndim == 2:
-        arr = depth.depth_to_rgb(arr, where)
-      if p.angle:
-        arr = rotate(arr, p.angle)
-      pil = Image.fromarray(arr)
+    pil = img
+    if img.mode in SINGLE_CHANNEL_MODES:
+      pil = Image.fromarray(depth.depth_to_rgb(np.asarray(img), where))
+    if p.angle:
+      pil = rotate_rgb(pil, p.angle)
     pil = resize_crop(pil, self.resize, p.crop)  # a packed frame (already at `resize`): the crop only
     if p.blur and self.rng.uniform() <= BLUR_P:
       pil = pil.filter(ImageFilter.GaussianBlur(radius=self.rng.uniform(*BLUR_RADIUS)))

@@ -1,31 +1,46 @@
-"""Speed of the evaluation input pipeline per clip: ours, the original-style path, and fast decode.
+"""Speed of the input pipeline in training mode: clips/s per core, per stage, with worker processes,
+from the original JPEG frames and from the packed build, beside the original's loader.
 
-    python scripts/benchmark.py data [--frames 64] [--videos 6] [--workers 2] [--json out.json]
+    python scripts/benchmark.py data [--frames 64] [--videos 8] [--clips 10] [--rounds 3] [--workers 1,2]
+                                     [--original PATH] [--fast-decode] [--json out.json]
 
-It writes its own NTU-layout videos of 640x480 JPEG frames (camera-like: smooth
-shading, edges, sensor noise, quality 75, as the NTU preparation saves them) and
-times, on one core:
+It writes its own NTU-layout videos of 640x480 JPEG frames (camera-like: smooth shading, edges,
+sensor noise, quality 75, as the NTU preparation saves them), the packed training build of them
+(`prepare_tfds.py --packed`: 320x240 JPEG, quality 90), and times training clips with the NTU
+augmentations (64 frames, random crop 224 of the 320x240 resize, flip 0.5, rotation in [-10, 10)
+with probability 0.5; `--sample-size` 224):
 
-* `original-style`: a faithful re-implementation of the original loader's
-  structure (per frame: decode, warpAffine by 0 degrees, resize, crop, resize,
-  float64 normalisation, torch tensors; the dynamic image as a per-window torch
-  loop), written for this benchmark;
-* `ours`: `ClipLoader` as the training/evaluation pipeline runs it (bit-identical
-  clips; the benchmark checks that against the original-style output);
-* `ours, fast decode`: with `dataset.fast_decode=True` (JPEG DCT-domain downscaling);
+* per stage, one process, no workers: JPEG decode, geometry (rotation, resize + crop, flip,
+  resize to sample_size) and everything else (sampling, reading, gathering the clip);
+* the grain pipeline (`pipeline.make_loader`) in-process (reader threads) and with 1 and 2 worker
+  processes (`--workers`);
+* with `--original PATH` (a MotionRGBD checkout): the original's own dataset class
+  (`lib/datasets/NTU.py`, training phase), which also computes the FRP heatmap on the host
+  (ours computes it on the device, in the step). Its evaluation clip of the same video is also
+  compared with ours (grey levels, heatmap).
 
-plus the breakdown of our time (decode, resize+crop, heatmap, rest) and the
-throughput of the grain pipeline with worker processes.
+Every figure comes from a fresh process per round, the kinds alternating within a round (ours from
+the JPEG frames, from the packed build, the original), over `--rounds` rounds: medians and spreads
+(min-max). "Per core" divides by CPU seconds (user + system, of the main process and its worker
+processes), not wall time, so that a machine shared with other jobs gives figures that still say
+what a core does; wall-clock rates are reported beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
+import random
 import shutil
+import statistics
+import sys
 import tempfile
 import time
+import types
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -35,19 +50,26 @@ from rgbd_jax import configs
 from rgbd_jax.data import clips
 from rgbd_jax.data import dynamic_image
 from rgbd_jax.data import pipeline
-from rgbd_jax.data import sampling
 from rgbd_jax.data import transforms
 
-NAME = 'S001C001P001R001A001_rgb'
+FIRST = 'S001C001P001R001A001_rgb'
+KINDS = {'jpeg': 'original JPEG frames (exact geometry and pixels)',
+         'fast': 'original JPEG frames, dataset.fast_decode (DCT-domain downscaling; not exact)',
+         'packed': 'packed build (320x240 JPEG q90; rotation on the resized frame)'}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--frames', type=int, default=64, help='frames per video (64: every sampled frame distinct)')
-  parser.add_argument('--videos', type=int, default=6, help='videos for the worker throughput run')
-  parser.add_argument('--repeats', type=int, default=3, help='timed clips per one-core measurement (best is kept)')
-  parser.add_argument('--workers', type=int, default=2, help='grain worker processes for the throughput run (0: skip)')
+  parser.add_argument('--videos', type=int, default=8, help='videos in the dataset (links to the same frames)')
+  parser.add_argument('--clips', type=int, default=10, help='timed training clips per kind and round')
+  parser.add_argument('--rounds', type=int, default=3, help='rounds (a fresh process per kind and round)')
+  parser.add_argument('--workers', default='0,1,2',
+                      help='grain worker processes to time the pipeline with (0: in-process, common.prefetch '
+                           'reader threads; "": skip)')
   parser.add_argument('--sample-size', type=int, default=224, help='model.sample_size')
-  parser.add_argument('--skip-original', action='store_true', help='do not time the original-style path')
+  parser.add_argument('--fast-decode', action='store_true', help='also time dataset.fast_decode on the JPEG frames')
+  parser.add_argument('--original', default=None,
+                      help="a MotionRGBD checkout: time its dataset class (lib/datasets/NTU.py) beside ours")
   parser.add_argument('--workdir', default=None, help='where to write the frames (default: a temporary folder)')
   parser.add_argument('--json', default=None, help='also write the figures to this JSON file')
 
@@ -69,117 +91,245 @@ def camera_like_frame(rng: np.random.Generator, t: float) -> np.ndarray:
 
 
 def write_dataset(root: str, frames: int, videos: int) -> None:
+  """NTU layout: `Images/<name>/%06d.jpg`, `splits/train.txt` and `splits/valid.txt` (the same list)."""
   rng = np.random.default_rng(0)
-  folder = os.path.join(root, 'Images', NAME)
+  folder = os.path.join(root, 'Images', FIRST)
   os.makedirs(folder, exist_ok=True)
   for i in range(frames):
     Image.fromarray(camera_like_frame(rng, i / frames)).save(os.path.join(folder, f'{i + 1:06d}.jpg'), quality=75)
-  names = [NAME] + [f'S001C001P001R{k:03d}A001_rgb' for k in range(2, videos + 1)]
+  names = [FIRST] + [f'S001C001P001R{k:03d}A001_rgb' for k in range(2, videos + 1)]
   for name in names[1:]:  # the other videos share the frames (a link), their bytes are read again
     link = os.path.join(root, 'Images', name)
     if not os.path.exists(link):
       os.symlink(folder, link)
   os.makedirs(os.path.join(root, 'splits'), exist_ok=True)
-  with open(os.path.join(root, 'splits', 'valid.txt'), 'w') as f:
-    f.writelines(f'{n} {frames} 0\n' for n in names)
+  for phase in ('train', 'valid'):
+    with open(os.path.join(root, 'splits', f'{phase}.txt'), 'w') as f:
+      f.writelines(f'{n} {frames} 0\n' for n in names)
 
 
-def bench_config(root: str, sample_size: int):
-  c = configs.base_config()  # the NTU defaults: resize (320, 240), crop 224, 64 frames, w 10
+def bench_config(root: str, sample_size: int, kind: str = 'jpeg'):
+  """The NTU defaults (resize 320x240, crop 224, 64 frames, flip 0.5, rotation 0.5 in [-10, 10))."""
+  c = configs.base_config()
   c.common.data = root
   c.common.splits = os.path.join(root, 'splits')
+  c.common.tfds_data_dir = os.path.join(root, 'tfds')
   c.common.num_workers = 0
   c.model.sample_size = sample_size
+  c.dataset.fast_decode = kind == 'fast'
+  c.dataset.packed = kind == 'packed'
   return c
 
 
-# ------------------------------------------------------------------- original-style reference path
-
-def original_style_clip(config, folder: str, indices: np.ndarray):
-  """The original loader's per-frame structure (decode, rotate by 0, resize, crop, resize, float64
-  normalisation, torch tensors, per-window dynamic image), written for this benchmark."""
-  import torch  # only the reference path needs it
-  resize = tuple(config.dataset.resize)
-  size = config.model.sample_size
-  params = transforms.clip_params(config, False, None)
-  w = config.model.w
-  frames = []
-  for a in indices:
-    img = np.asarray(Image.open(os.path.join(folder, f'{int(a) + 1:06d}.jpg')))
-    h, wd = img.shape[:2]
-    img = cv2.warpAffine(img, cv2.getRotationMatrix2D((wd / 2, h / 2), 0, 1.0), (wd, h))
-    img = Image.fromarray(img).resize(resize).crop(params.crop)
-    img = np.array(img.resize((size, size)))
-    x = (img - 127.5) / 128
-    frames.append(torch.from_numpy(x.transpose(2, 0, 1).copy()).view(3, size, size, 1))
-  dyn, stat = [], []
-  erode = cv2.getStructuringElement(cv2.MORPH_RECT, (2, 2))
-  dilate = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
-  for i in range(len(frames)):
-    window = frames[i:i + w]
-    n = len(window)
-    re = torch.zeros(window[0].size())
-    for j, f in enumerate(window, start=1):
-      re += f * float(2 * j - n - 1)
-    re = torch.relu(re)
-    re -= torch.min(re)
-    re = re / torch.max(re) if torch.max(re) != 0 else re / (torch.max(re) + 0.00001)
-    re = re.squeeze(-1)
-    grey = (0.2989 * re[0] + 0.587 * re[1] + 0.114 * re[2]).unsqueeze(0)
-    s = torch.where(grey > torch.mean(grey), grey, torch.zeros_like(grey))
-    s = cv2.dilate(cv2.erode(np.asarray(s.squeeze()), erode), dilate)
-    s -= np.min(s)
-    s = s / np.max(s) if np.max(s) != 0 else s / (np.max(s) + 0.00001)
-    dyn.append(grey)
-    stat.append(torch.from_numpy(s).unsqueeze(0))
-  t = len(frames)
-  zeros = torch.zeros(w - 1, size, size)
-  garr = torch.cat((zeros, torch.cat(dyn)))[:t]
-  stat = torch.cat((zeros, torch.cat(stat)))[:t]
-  heat = ((garr + stat) * stat).unsqueeze(0)
-  clip = torch.cat(frames, dim=3).float().permute(0, 3, 1, 2)
-  return clip.numpy(), heat.numpy()
+def prepare(root: str, frames: int, videos: int, sample_size: int) -> None:
+  """The frames and the packed training build."""
+  from rgbd_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
+  write_dataset(root, frames, videos)
+  tfds_builder.prepare(bench_config(root, sample_size, 'packed'), os.path.join(root, 'tfds'), workers=1)
 
 
-# ------------------------------------------------------------------------------------------ timing
+# ------------------------------------------------------------------------------- CPU time, rounds
 
-def _best(fn, repeats: int) -> tuple[float, object]:
-  out, best = None, float('inf')
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = fn()
-    best = min(best, time.perf_counter() - t0)
-  return best, out
-
-
-def breakdown(config, loader: clips.ClipLoader, repeats: int) -> dict[str, float]:
-  """Where our per-clip time goes: read+decode, resize/crop (the per-frame transform), heatmap, rest."""
-  record = loader.source.records[0]
-  indices = sampling.sample_indices(record.frames, config.model.sample_duration)
-  unique, inverse = np.unique(indices, return_inverse=True)
-  params = transforms.clip_params(config, False, None)
-  draft = tuple(config.dataset.resize) if config.dataset.fast_decode else None
-  t_read, data = _best(lambda: loader.source.read(record, unique, 'rgb'), repeats)
-  t_decode, images = _best(lambda: [transforms.decode(d, w, draft) for d, w in data], repeats)
-  transform = transforms.FrameTransform(config, params)
-  t_resize, frames = _best(lambda: [transform(img, 'bench') for img in images], repeats)
-  t_gather, clip = _best(lambda: np.stack(frames)[inverse], repeats)
-  t_heat, _ = _best(lambda: dynamic_image.heatmap(clip, config.model.w), repeats)
-  t_norm, _ = _best(lambda: transforms.normalise(clip), repeats)
-  return {'read': t_read, 'decode': t_decode, 'resize_crop': t_resize, 'heatmap': t_heat,
-          'rest (gather, normalise)': t_gather + t_norm}
+def _process_tree_cpu() -> float:
+  """User + system CPU seconds of this process and its live child processes (grain workers), from /proc."""
+  tick = os.sysconf('SC_CLK_TCK')
+  me = os.getpid()
+  total = 0.0
+  for pid in os.listdir('/proc'):
+    if not pid.isdigit():
+      continue
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:  # gone meanwhile
+      continue
+    if int(pid) == me or int(fields[1]) == me:  # fields[1]: the parent's pid
+      total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+  return total
 
 
-def worker_throughput(config, workers: int, videos: int) -> float:
-  """Seconds per clip of the grain pipeline with `workers` processes (start-up excluded)."""
-  c = config.copy_and_resolve_references()
-  c.common.num_workers = workers
-  it = pipeline.make_loader(c, 'valid', global_batch_size=1, process_index=0, process_count=1)
-  next(it)  # start-up: worker processes, imports
-  t0 = time.perf_counter()
-  count = sum(1 for _ in it)
-  return (time.perf_counter() - t0) / max(count, 1)
+def _fresh_process(fn: Callable[..., dict], *args) -> dict:
+  """`fn(*args)` in a new process (spawned: nothing inherited, its own caches and allocator)."""
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn')) as pool:
+    return pool.submit(fn, *args).result()
 
+
+def _spread(values: list[float]) -> dict[str, float]:
+  return {'median': statistics.median(values), 'min': min(values), 'max': max(values)}
+
+
+# ------------------------------------------------------------------------------------ our rounds
+
+def stage_round(root: str, sample_size: int, kind: str, n_clips: int, seed: int) -> dict:
+  """One process, no workers: CPU seconds per training clip, split into decode, geometry and the rest."""
+  cv2.setNumThreads(1)  # one core
+  loader = clips.ClipLoader(bench_config(root, sample_size, kind), 'train')
+  spent = {'decode': 0.0, 'geometry': 0.0}
+
+  def timed(stage, fn):
+    def wrapper(*args, **kwargs):
+      start = time.process_time()
+      try:
+        return fn(*args, **kwargs)
+      finally:
+        spent[stage] += time.process_time() - start
+    return wrapper
+  # this process only: the loader's own calls, timed where they happen
+  transforms.decode = timed('decode', transforms.decode)
+  transforms.FrameTransform.__call__ = timed('geometry', transforms.FrameTransform.__call__)
+  loader(0, np.random.default_rng([seed, 1 << 20]))  # warm-up: imports, caches, the build's reader
+  spent.update(decode=0.0, geometry=0.0)
+  heat = 0.0
+  cpu, wall = time.process_time(), time.perf_counter()
+  for k in range(n_clips):
+    clip = loader(k % len(loader), np.random.default_rng([seed, k]))['video']
+    start = time.process_time()
+    dynamic_image.heatmap(clip, 10)  # for reference only: the step computes it on the device
+    heat += time.process_time() - start
+  cpu, wall = time.process_time() - cpu - heat, time.perf_counter() - wall
+  return {'cpu_s': cpu / n_clips, 'decode_s': spent['decode'] / n_clips, 'geometry_s': spent['geometry'] / n_clips,
+          'other_s': (cpu - spent['decode'] - spent['geometry']) / n_clips, 'wall_s': wall / n_clips,
+          'host_heatmap_s': heat / n_clips}
+
+
+def _wait_idle(timeout: float = 60.0, interval: float = 0.3) -> float:
+  """Waits until this process and its workers stop using CPU (workers blocked on full buffers);
+  returns their CPU seconds then."""
+  deadline = time.perf_counter() + timeout
+  last = _process_tree_cpu()
+  while time.perf_counter() < deadline:
+    time.sleep(interval)
+    now = _process_tree_cpu()
+    if now - last < 0.02:
+      return now
+    last = now
+  return last
+
+
+def pipeline_round(root: str, sample_size: int, kind: str, workers: int, n_clips: int, seed: int) -> dict:
+  """The grain training pipeline with `workers` processes: CPU (all processes) and wall time per clip.
+
+  CPU: from one idle moment (every buffer full, workers blocked) to the next, around the clips
+  taken in between; as many clips are then ready at both ends, so the work done in the window is
+  exactly the clips taken. Wall: the clips taken after the buffers were drained (steady state,
+  every worker busy), over the time they took.
+  """
+  config = bench_config(root, sample_size, kind)
+  config.common.num_workers = workers
+  config.common.seed = seed
+  # more than the clips that can be ready: per worker, its output queue, its reader thread's
+  # buffer and one finished clip waiting to be queued (in-process: the reader threads' buffer)
+  drain = max(workers, 1) * (2 * int(config.common.prefetch) + 2)
+  it = pipeline.make_loader(config, 'train', global_batch_size=1, process_index=0, process_count=1)
+  try:
+    next(it)  # start-up: worker processes, imports
+    cpu = _wait_idle()
+    for _ in range(drain):
+      next(it)
+    wall = time.perf_counter()
+    for _ in range(n_clips):
+      batch = next(it)
+      assert batch['video'].dtype == np.uint8
+    wall = time.perf_counter() - wall
+    cpu = _wait_idle() - cpu
+  finally:
+    it.close()
+  return {'cpu_s': cpu / (drain + n_clips), 'wall_s': wall / n_clips}
+
+
+# ------------------------------------------------------------------------------- the original's
+
+def _original_stand_ins():
+  """Modules the original's lib/datasets/base.py imports but this comparison does not need, or that
+  need not be installed (torchvision): minimal equivalents of what it calls."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  class Compose:
+    def __init__(self, fns):
+      self.fns = fns
+
+    def __call__(self, x):
+      for fn in self.fns:
+        x = fn(x)
+      return x
+
+  class ToTensor:  # torchvision's, for an (H, W, C) ndarray: CHW tensor, uint8 scaled to [0, 1]
+    def __call__(self, pic):
+      t = torch.from_numpy(pic.transpose((2, 0, 1))).contiguous()
+      return t.float().div(255) if t.dtype == torch.uint8 else t
+
+  class Grayscale:  # torchvision's rgb_to_grayscale on a (..., 3, H, W) tensor
+    def __init__(self, num_output_channels=1):
+      del num_output_channels
+
+    def __call__(self, img):
+      r, g, b = img.unbind(dim=-3)
+      return (0.2989 * r + 0.587 * g + 0.114 * b).to(img.dtype).unsqueeze(dim=-3)
+
+  tv = types.ModuleType('torchvision')
+  tv.transforms = types.ModuleType('torchvision.transforms')
+  tv.transforms.Compose, tv.transforms.ToTensor, tv.transforms.Grayscale = Compose, ToTensor, Grayscale
+  tv.set_image_backend = lambda name: None
+  sys.modules.setdefault('torchvision', tv)
+  sys.modules.setdefault('torchvision.transforms', tv.transforms)
+  for name in ('pandas',):
+    try:
+      __import__(name)
+    except ImportError:
+      sys.modules[name] = types.ModuleType(name)
+  if not hasattr(np, 'int0'):  # removed in NumPy 2; the original's depth code uses it
+    np.int0 = np.intp
+
+
+def original_dataset(path: str, root: str, sample_size: int, phase: str):
+  """The original's NTUData (lib/datasets/NTU.py) over the benchmark's videos, modality rgb."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(path, 'lib', 'datasets')
+  if not os.path.isfile(os.path.join(folder, 'NTU.py')):
+    raise FileNotFoundError(f'--original: {folder}/NTU.py not found (expected the MotionRGBD repository)')
+  _original_stand_ins()
+  package = types.ModuleType('motionrgbd_datasets')  # the package without its __init__ (which imports all)
+  package.__path__ = [folder]
+  sys.modules['motionrgbd_datasets'] = package
+  ntu = importlib.import_module('motionrgbd_datasets.NTU')
+  c = bench_config(root, sample_size)
+  d = c.dataset
+  args = argparse.Namespace(
+      data=root, sample_duration=int(c.model.sample_duration), sample_size=sample_size, w=int(c.model.w),
+      resize=str(tuple(d.resize)), crop_size=int(d.crop_size), flip=float(d.flip), rotated=float(d.rotated),
+      angle=str(tuple(d.angle)), Blur=bool(d.Blur), batch_size=1, nprocs=1, Network='I3DWTrans', type='M')
+  return ntu.NTUData(args, os.path.join(root, 'splits', f'{phase}.txt'), 'rgb', phase=phase)
+
+
+def original_round(path: str, root: str, sample_size: int, n_clips: int, seed: int) -> dict:
+  """The original's training clips, one core (torch threads 1): CPU and wall seconds per clip."""
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(1)
+  cv2.setNumThreads(1)
+  dataset = original_dataset(path, root, sample_size, 'train')
+  np.random.seed(seed)  # its draws come from the global generators
+  random.seed(seed)
+  dataset[0]  # warm-up
+  cpu, wall = time.process_time(), time.perf_counter()
+  for k in range(n_clips):
+    dataset[k % len(dataset)]
+  return {'cpu_s': (time.process_time() - cpu) / n_clips, 'wall_s': (time.perf_counter() - wall) / n_clips}
+
+
+def original_eval_check(path: str, root: str, sample_size: int) -> dict:
+  """The original's evaluation clip of the first video against ours (uint8 clip, host heatmap)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(1)
+  clip, heat, _, _ = original_dataset(path, root, sample_size, 'valid')[0]
+  ref_u8 = np.rint(clip.numpy().transpose(1, 2, 3, 0).astype(np.float64) * 128 + 127.5)  # (T, S, S, 3)
+  ours = clips.ClipLoader(bench_config(root, sample_size), 'valid').load_u8(0)['rgb']
+  ref_heat = heat.numpy()[0]
+  ours_heat = dynamic_image.heatmap(ours, 10)
+  return {'max_abs_grey_levels': float(np.abs(ours - ref_u8).max()),
+          'heatmap_rel_l2': float(np.linalg.norm(ours_heat - ref_heat) / max(np.linalg.norm(ref_heat), 1e-12))}
+
+
+# ------------------------------------------------------------------------------------------ run
 
 def run(args: argparse.Namespace) -> int:
   """`scripts/benchmark.py data`: prints the figures (and writes --json); exit status 0."""
@@ -188,93 +338,83 @@ def run(args: argparse.Namespace) -> int:
 
 
 def measure(args: argparse.Namespace) -> dict:
-  cv_threads = cv2.getNumThreads()
-  cv2.setNumThreads(1)  # one core: no OpenCV worker threads
-  torch_threads = None
-  if not args.skip_original:
-    import torch
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+  workers = [int(w) for w in str(args.workers).split(',') if w.strip()]
+  kinds = ['jpeg'] + (['fast'] if args.fast_decode else []) + ['packed']
   root = args.workdir or tempfile.mkdtemp(prefix='rgbd_bench_')
   try:
-    write_dataset(root, args.frames, args.videos)
-    config = bench_config(root, args.sample_size)
-    loader = clips.ClipLoader(config, 'valid')
-    fast_config = config.copy_and_resolve_references()
-    fast_config.dataset.fast_decode = True
-    fast_loader = clips.ClipLoader(fast_config, 'valid')
-    loader(0), fast_loader(0)  # warm caches and imports
+    prepare(root, args.frames, args.videos, args.sample_size)
+    results: dict[str, Any] = {
+        'cpu_count': os.cpu_count(), 'cores_allowed': len(os.sched_getaffinity(0)),
+        'load_average_1min': os.getloadavg()[0], 'rounds': args.rounds, 'clips_per_round': args.clips,
+        'clip': f'training, {configs.base_config().model.sample_duration} frames of 640x480 JPEG (q75) -> '
+                f'{args.sample_size}x{args.sample_size}, NTU augmentations (crop, flip 0.5, rotation 0.5)',
+        'kinds': {k: KINDS[k] for k in kinds}}
+    raw: dict[str, list[dict]] = {}
 
-    results = {'cpu_count': os.cpu_count(), 'load_average_1min': os.getloadavg()[0],
-               'frames_per_video': args.frames, 'sample_size': args.sample_size,
-               'clip': f'{config.model.sample_duration} frames of 640x480 JPEG -> {args.sample_size}x{args.sample_size}'}
-    runs = {'ours': lambda: loader(0), 'fast': lambda: fast_loader(0)}
-    if not args.skip_original:
-      indices = sampling.sample_indices(args.frames, config.model.sample_duration)
-      folder = os.path.join(root, 'Images', NAME)
-      runs['original'] = lambda: original_style_clip(config, folder, indices)
-    # Interleaved, best of `repeats` each: a busy machine slows all three alike.
-    best, outputs = {k: float('inf') for k in runs}, {}
-    for _ in range(args.repeats):
-      for key, fn in runs.items():
-        t0 = time.perf_counter()
-        outputs[key] = fn()
-        best[key] = min(best[key], time.perf_counter() - t0)
-    ours, fast = outputs['ours'], outputs['fast']
-    results['ours_s_per_clip'] = best['ours']
-    results['fast_decode_s_per_clip'] = best['fast']
-    u8 = lambda v: np.rint(v * 128 + 127.5)
-    diff = np.abs(fast['video'].astype(np.float64) - ours['video'])
-    results['fast_decode_vs_exact'] = {'equal_fraction': float((diff == 0).mean()),
-                                       'mean_abs_grey_levels': float(diff.mean()), 'max_abs': float(diff.max())}
-    if 'original' in runs:
-      clip_ref, heat_ref = outputs['original']
-      results['original_style_s_per_clip'] = best['original']
-      results['speedup_exact'] = best['original'] / best['ours']
-      results['speedup_fast_decode'] = best['original'] / best['fast']
-      ref_u8 = u8(clip_ref.transpose(1, 2, 3, 0))
-      heat = dynamic_image.heatmap(ours['video'], config.model.w)  # the step computes it on the device
-      results['exact_vs_original_style'] = {
-          'max_abs_grey_levels': float(np.abs(ours['video'] - ref_u8).max()),
-          'heatmap_rel_l2': float(np.linalg.norm(heat - heat_ref[0]) / max(np.linalg.norm(heat_ref[0]), 1e-12))}
-    results['ours_breakdown_s'] = breakdown(config, loader, args.repeats)
-    results['fast_decode_breakdown_s'] = breakdown(fast_config, fast_loader, args.repeats)
-    if args.workers > 0:
-      results[f'pipeline_{args.workers}_workers_s_per_clip'] = worker_throughput(config, args.workers, args.videos)
-      results['pipeline_in_process_s_per_clip'] = worker_throughput(config, 0, args.videos)
+    def record(key, value):
+      raw.setdefault(key, []).append(value)
+    for r in range(args.rounds):
+      seed = 1000 + r
+      for kind in kinds:  # alternating: each kind sees the machine as it is in this round
+        record(f'stages/{kind}', _fresh_process(stage_round, root, args.sample_size, kind, args.clips, seed))
+        if args.original and kind == 'jpeg':
+          record('original', _fresh_process(original_round, args.original, root, args.sample_size, args.clips, seed))
+      for kind in kinds:
+        for w in workers:
+          record(f'pipeline/{kind}/{w}', _fresh_process(pipeline_round, root, args.sample_size, kind, w,
+                                                         args.clips, seed))
+    results['stages'] = {k.split('/')[1]: _summarise(v, stages=True) for k, v in raw.items() if k.startswith('stages/')}
+    results['pipeline'] = {}
+    for key, values in raw.items():
+      if key.startswith('pipeline/'):
+        _, kind, w = key.split('/')
+        results['pipeline'].setdefault(kind, {})[w] = _summarise(values)
+    if args.original:
+      results['original'] = _summarise(raw['original'])
+      results['original_eval_clip_vs_ours'] = _fresh_process(original_eval_check, args.original, root,
+                                                             args.sample_size)
     _print(results)
     if args.json:
       with open(args.json, 'w') as f:
         json.dump(results, f, indent=1)
     return results
   finally:
-    cv2.setNumThreads(cv_threads)
-    if torch_threads is not None:
-      import torch
-      torch.set_num_threads(torch_threads)
     if args.workdir is None:
       shutil.rmtree(root, ignore_errors=True)
 
 
+def _summarise(values: list[dict], stages: bool = False) -> dict:
+  """Medians and spreads over rounds: clips/s per core (1 / CPU s per clip), wall clips/s, stage ms."""
+  out = {'clips_per_s_per_core': _spread([1 / v['cpu_s'] for v in values]),
+         'clips_per_s_wall': _spread([1 / v['wall_s'] for v in values]),
+         'cpu_s_per_clip': _spread([v['cpu_s'] for v in values])}
+  if stages:
+    for stage in ('decode', 'geometry', 'other', 'host_heatmap'):
+      out[f'{stage}_ms_per_clip'] = _spread([1000 * v[f'{stage}_s'] for v in values])
+  return out
+
+
+def _fmt(s: dict, digits: int = 1) -> str:
+  return f'{s["median"]:.{digits}f} [{s["min"]:.{digits}f}-{s["max"]:.{digits}f}]'
+
+
 def _print(results: dict) -> None:
-  print(f'evaluation clip: {results["clip"]} (video of {results["frames_per_video"]} frames); '
-        f'{results["cpu_count"]} cores, load average {results["load_average_1min"]:.1f} at the start')
-  if 'original_style_s_per_clip' in results:
-    print(f'  original-style loader, one core : {results["original_style_s_per_clip"]:.3f} s/clip')
-  print(f'  ours (identical), one core      : {results["ours_s_per_clip"]:.3f} s/clip'
-        + (f'   x{results["speedup_exact"]:.2f}' if 'speedup_exact' in results else ''))
-  print(f'  ours, fast decode, one core     : {results["fast_decode_s_per_clip"]:.3f} s/clip'
-        + (f'   x{results["speedup_fast_decode"]:.2f}' if 'speedup_fast_decode' in results else ''))
-  if 'exact_vs_original_style' in results:
-    e = results['exact_vs_original_style']
-    print(f'  ours vs original-style: max |grey level diff| {e["max_abs_grey_levels"]:.0f}, '
+  print(f'{results["clip"]}; {results["cores_allowed"]} cores, load average {results["load_average_1min"]:.1f} '
+        f'at the start; {results["rounds"]} rounds x {results["clips_per_round"]} clips, median [min-max]')
+  print('per core = clips per CPU second (all processes); wall = clips per second of elapsed time')
+  for kind, s in results['stages'].items():
+    print(f'  {KINDS[kind]}')
+    print(f'    loader only : {_fmt(s["clips_per_s_per_core"])} clips/s per core (wall {_fmt(s["clips_per_s_wall"])}); '
+          f'ms/clip: decode {_fmt(s["decode_ms_per_clip"], 0)}, geometry {_fmt(s["geometry_ms_per_clip"], 0)}, '
+          f'other {_fmt(s["other_ms_per_clip"], 0)} (host heatmap, not run: {_fmt(s["host_heatmap_ms_per_clip"], 0)})')
+    for w, p in results['pipeline'].get(kind, {}).items():
+      what = 'in-process  ' if w == '0' else f'{w} worker{"s" if w != "1" else " "}   '
+      print(f'    {what}: {_fmt(p["clips_per_s_per_core"])} clips/s per core, '
+            f'{_fmt(p["clips_per_s_wall"])} clips/s wall')
+  if 'original' in results:
+    o = results['original']
+    print(f'  the original\'s loader (lib/datasets/NTU.py, training, heatmap on the host), one process: '
+          f'{_fmt(o["clips_per_s_per_core"], 2)} clips/s per core (wall {_fmt(o["clips_per_s_wall"], 2)})')
+    e = results['original_eval_clip_vs_ours']
+    print(f'  its evaluation clip vs ours: max |grey level diff| {e["max_abs_grey_levels"]:.0f}, '
           f'heatmap rel. L2 {e["heatmap_rel_l2"]:.1e}')
-  f = results['fast_decode_vs_exact']
-  print(f'  fast decode vs exact: {100 * f["equal_fraction"]:.1f}% equal, mean |diff| '
-        f'{f["mean_abs_grey_levels"]:.2f}, max {f["max_abs"]:.0f} grey levels')
-  for key in ('ours_breakdown_s', 'fast_decode_breakdown_s'):
-    parts = ', '.join(f'{k} {v:.3f}' for k, v in results[key].items())
-    print(f'  {key.replace("_s", "").replace("_", " ")} (s): {parts}')
-  for key, value in results.items():
-    if key.startswith('pipeline_'):
-      print(f'  {key.replace("_", " ")}: {value:.3f}')
