@@ -9,6 +9,15 @@ r"""Evaluates a checkpoint on the validation split and prints its top-1 accuraci
 The last line printed is one JSON object with at least `top1` (the merged
 logits) and the other named accuracies. `--save_output` writes per-video
 logits (npz: names, logits, labels, preds), like the original's option.
+
+    python scripts/evaluate.py --workdir runs/synthetic --views 3x3     # multi-view testing
+    python scripts/evaluate.py --workdir runs/synthetic --vis vis/      # the worst-classified videos
+
+`--views CxS` adds a pass over C temporal clips x S spatial crops per video with
+the scores averaged (see rgbd_jax/data/views.py): `multiview_top1` (and the other
+`multiview_*`) beside the single-view accuracies, which are unchanged.
+`--vis DIR` draws the `--vis_count` videos whose true class got the lowest
+probability: frames, FRP heatmap, Grad-CAM of the predicted class, top-k.
 """
 from absl import app
 from absl import flags
@@ -30,6 +39,11 @@ _EPOCH = flags.DEFINE_integer(
 _SAVE_OUTPUT = flags.DEFINE_bool(
     'save_output', False, 'Write per-video logits to <workdir or .>/<type>-output.npz.')
 _OUTPUT = flags.DEFINE_string('output', '', 'Where --save_output writes (overrides the default path).')
+_VIEWS = flags.DEFINE_string('views', None, 'CxS: also evaluate C temporal clips x S spatial crops per video, '
+                             'scores averaged (e.g. 3x3); the single-view results are reported unchanged.')
+_VIS = flags.DEFINE_string('vis', '', 'Write pictures of the worst-classified videos into this folder.')
+_VIS_COUNT = flags.DEFINE_integer('vis_count', 8, 'How many videos --vis draws.')
+_LABELS = flags.DEFINE_string('labels', '', "Class names for --vis, one per line (default: the dataset's list).")
 
 
 @script_errors.one_line_errors
@@ -41,7 +55,8 @@ def main(argv):
   results = evaluation.run(workdir=_WORKDIR.value, checkpoint_path=_CHECKPOINT.value,
                            which=_WHICH.value, config=config, epoch=_EPOCH.value,
                            save_output=_SAVE_OUTPUT.value or bool(_OUTPUT.value),
-                           output=_OUTPUT.value)
+                           output=_OUTPUT.value, views=_VIEWS.value, vis_dir=_VIS.value,
+                           vis_count=_VIS_COUNT.value, labels=_LABELS.value)
   evaluation.print_results(results)
 
 

@@ -8,10 +8,11 @@
   `start + ((2c + 1) L - C) // (2C)`: the centre (rounded down) of the c-th of C equal parts of the
   segment. C = 1 gives `(start + stop - 1) // 2`, the evaluation's frame; for odd C the middle clip
   is that one. A video with fewer frames than C per segment repeats clips.
-* Spatial: S crops of `crop_size` spread evenly along the long side of the resized frame (width
-  when square), from one edge to the other (left, centre, right for S = 3), at the evaluation crop's
+* Spatial: S crops of `crop_size` spread along the long side of the resized frame (width when
+  square), from one edge to the other (left, centre, right for S = 3), at the evaluation crop's
   offset on the short side. S = 1 is the evaluation crop itself (centre, or NvGesture's fixed
-  (32, 32)); for odd S the middle crop is the centre crop.
+  (32, 32)); for odd S the middle crop is that crop, the others evenly spaced between it and each
+  edge; for even S they are evenly spaced from edge to edge.
 """
 
 from __future__ import annotations
@@ -86,10 +87,20 @@ def crop_params(config: ml_collections.ConfigDict, crop: int = 0, crops: int = 1
   c = int(config.dataset.crop_size)
   left, top = centre.crop[:2]
   if rw >= rh:
-    left = crop * (rw - c) // (crops - 1)
+    left = _spread(crop, crops, left, rw - c)
   else:
-    top = crop * (rh - c) // (crops - 1)
+    top = _spread(crop, crops, top, rh - c)
   return dataclasses.replace(centre, crop=(left, top, left + c, top + c))
+
+
+def _spread(i: int, n: int, middle: int, last: int) -> int:
+  """Offset of crop i of n (n > 1) in [0, last]; odd n: through `middle` (the evaluation crop's)."""
+  if n % 2 == 0:
+    return i * last // (n - 1)
+  half = n // 2
+  if i <= half:
+    return i * middle // half
+  return middle + (i - half) * (last - middle) // half
 
 
 def all_indices(n: int, duration: int, views: Views) -> np.ndarray:
