@@ -151,3 +151,16 @@ def test_fusion_streams_are_frozen_and_any_batch_size_works():
     jax.tree.map(np.testing.assert_array_equal, new_stats['batch_stats'][m], variables['batch_stats'][m])
   assert float(jnp.abs(g['classifier1']['kernel']).max()) > 0
   assert float(jnp.abs(g['SCC_Module']['att_nets']['0']['1']['q']['kernel']).max()) > 0
+
+
+@pytest.mark.parametrize('frames,intar', ((16, 2), (32, 2), (64, 4)))
+def test_fusion_for_every_sample_duration(frames, intar):
+  """cs16 / cs32 / cs64: T + 1 positions per modality, scc/tcc depths as configured."""
+  config = _config('UMDRFusion', sample_duration=frames, intar_fatcer=intar, scc_depth=3, tcc_depth=2)
+  params = build.variable_shapes(config)['params']
+  assert params['pos_embedding_M'].shape == params['pos_embedding_K'].shape == (1, frames + 1, 32)
+  assert sorted(params['SCC_Module']['att_nets']) == ['0', '1', '2']
+  assert sorted(params['SCC_Module']['att_nets']['0']) == ['0', '1', '2']      # EnhanceModule, two AttentionNets
+  assert sorted(params['TimesFormer']['att_nets']) == ['0', '1']
+  assert sorted(params['TimesFormer']['att_nets']['0']) == ['0', '1']
+  assert params['Modalit_rgb']['SMS_layers']['1']['q']['kernel'].shape == (frames, 16 * frames)

@@ -20,7 +20,7 @@ Outputs keep the batch axis for any B (the original drops it at B = 1).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -253,10 +253,6 @@ class DSNNetV2(nn.Module):
   remat: bool = False
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
-
-  @property
-  def num_classes(self) -> Optional[int]:
-    return self.dtn.num_classes
 
   @nn.compact
   def __call__(self, video: jax.Array, train: bool = False, temp: Any = 1.0) -> dict[str, jax.Array]:
