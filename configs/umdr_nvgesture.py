@@ -18,30 +18,10 @@ def get_config(arg=None):
   c.common.data = '/path/to/NvGesture/'
   c.common.splits = '/path/to/NvGesture/dataset_splits/rgb'
   c.common.dataset = 'NvGesture'
-  # train.py's arguments (README command line, argparse defaults)
-  c.common.batch_size = 16
-  c.common.test_batch_size = 32
-  c.common.learning_rate = 0.01
-  c.common.learning_rate_min = 0.00001
-  c.common.weight_decay = 0.0005
-  c.common.epochs = 100
-  c.common.scheduler.warm_up_epochs = 5
-  c.common.distill = 0.2
-  c.common.warmup_epochs = 5
-  c.model.temper = 0.6
   # config/NvGesture.yml
-  c.model.Network = 'DSNV2'
-  c.model.frp = False
-  c.model.sample_duration = 32
-  c.model.intar_fatcer = 2
   c.dataset.flip = 0.0
   c.dataset.rotated = 0.5
   c.dataset.angle = (-20, 20)
   c.dataset.resize = (256, 256)
   c.dataset.crop_size = 224
-  if arg == 'fusion':
-    c.model.Network = 'UMDRFusion'
-    c.common.distill = 0.0
-  elif arg:
-    raise ValueError(f"configs/umdr_nvgesture.py: unknown arg {arg!r} (use 'fusion' or nothing)")
-  return c
+  return configs.umdr_recipe(c, arg, 'configs/umdr_nvgesture.py')

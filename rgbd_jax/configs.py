@@ -137,6 +137,36 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def umdr_recipe(c: ml_collections.ConfigDict, arg: str | None, where: str) -> ml_collections.ConfigDict:
+  """The journal's (UMDR) training over a dataset's config: train.py's README command line and argparse defaults.
+
+  `arg` 'fusion' is train_fusion.py's (`--distill 0.0`, the two trained streams frozen). The
+  dataset's YAML values stay with each `configs/umdr_*.py`.
+  """
+  c.common.batch_size = 16
+  c.common.test_batch_size = 32
+  c.common.learning_rate = 0.01
+  c.common.learning_rate_min = 0.00001
+  c.common.weight_decay = 0.0005
+  c.common.epochs = 100
+  c.common.scheduler.name = 'cosin'    # timm's --sched cosine, whatever the YAML's scheduler says
+  c.common.scheduler.warm_up_epochs = 5
+  c.common.distill = 0.2
+  c.common.warmup_epochs = 5
+  c.model.temper = 0.6
+  c.common.loss.name = 'SoftCE'        # the YAML's; without Mixup the same label-smoothing CE
+  c.model.Network = 'DSNV2'
+  c.model.frp = False
+  c.model.sample_duration = 32
+  c.model.intar_fatcer = 2
+  if arg == 'fusion':
+    c.model.Network = 'UMDRFusion'
+    c.common.distill = 0.0
+  elif arg:
+    raise ValueError(f"{where}: unknown arg {arg!r} (use 'fusion' or nothing)")
+  return c
+
+
 def num_classes(config: ml_collections.ConfigDict) -> int:
   """Classes of the model: `model.num_classes`, else from the dataset name."""
   if config.model.num_classes > 0:
@@ -158,8 +188,10 @@ def rcm_hidden(config: ml_collections.ConfigDict) -> int:
 
 def label_smoothing(config: ml_collections.ConfigDict) -> float:
   """eps of the cross entropy: `common.label_smoothing`, or 0 with `common.loss.labelsmooth` False."""
-  if config.common.loss.name != 'CE':
-    raise ValueError(f"common.loss.name must be 'CE' (the original's only loss), got {config.common.loss.name!r}")
+  # 'SoftCE' (the journal's YAML files): SoftTargetCrossEntropy on Mixup's smoothed one-hot targets,
+  # which without mixing is this same label-smoothing cross entropy
+  if config.common.loss.name not in ('CE', 'SoftCE'):
+    raise ValueError(f"common.loss.name must be 'CE' (or the journal's 'SoftCE'), got {config.common.loss.name!r}")
   return float(config.common.label_smoothing) if config.common.loss.labelsmooth else 0.0
 
 
@@ -216,6 +248,16 @@ def _assign(config: ml_collections.ConfigDict, values: dict[str, Any], where: st
     for key, value in entries.items():
       value = _parse_tuple(value)
       target = section_of(section, key)
+      if target in SECTIONS and isinstance(config[target].get(key), str) and isinstance(value, dict):
+        # the journal's (UMDR) rgb_checkpoint / depth_checkpoint: one path per --FusionNet (cs16, cs32, ...)
+        logging.warning('%s: %s.%s is a mapping (%s) in the file: set the one path with --config.%s.%s=PATH; '
+                        'the mapping is kept under inert.%s.%s', where, target, key, ', '.join(map(str, value)),
+                        target, key, target, key)
+        with config.unlocked():
+          if target not in config.inert:
+            config.inert[target] = ml_collections.ConfigDict()
+          config.inert[target][key] = value
+        continue
       if target in SECTIONS and key in config[target]:
         default = config[target][key]
         if isinstance(default, ml_collections.ConfigDict):
