@@ -56,3 +56,71 @@ def test_steps_preprocess_uint8_batches_on_device(tiny_config):
   loss = jax.jit(functools.partial(fwd, preprocess=True))(train)
   loss_host = jax.jit(functools.partial(fwd, preprocess=False))(_host_inputs(train, config.model.w))
   np.testing.assert_allclose(float(loss), float(loss_host), rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ bfloat16
+
+def test_bfloat16_trains_end_to_end_with_float32_state(tiny_config, tmp_path):
+  """model.dtype='bfloat16': loader uint8 batches -> jitted training step (on-device preprocessing
+  in bfloat16, heatmap float32); parameters, optimiser state and BatchNorm statistics stay float32,
+  losses are finite and the parameters move."""
+  from rgbd_jax import parallel
+  from rgbd_jax.data import synthetic
+  from rgbd_jax.train import optim
+  from rgbd_jax.train import state as state_lib
+  config = _tiny(tiny_config, dtype='bfloat16')
+  config.common.dataset = 'Synthetic'
+  config.common.data = str(tmp_path / 'data')
+  config.common.splits = str(tmp_path / 'data' / 'dataset_splits' / '@synthetic')
+  config.common.num_workers = 0
+  config.dataset.synthetic_videos, config.dataset.synthetic_frames = (6, 2), (17, 24)
+  config.dataset.synthetic_frame_size = config.dataset.resize = (40, 32)
+  config.dataset.crop_size = 32
+  config.model.num_classes = synthetic.NUM_CLASSES
+  synthetic.ensure_dataset(config, workers=1, progress=False)
+
+  mesh = parallel.make_mesh()
+  global_batch = parallel.global_batch_size(2, mesh)
+  model = build.build_model(config)
+  tx, schedule = optim.make_optimizer(config, steps_per_epoch=3)
+  state = state_lib.create_train_state(model, config, tx, mesh, jax.random.PRNGKey(0))
+  before = jax.device_get(state.params)
+  step = steps.jit_train_step(model, config, tx, schedule)
+  loader = pipeline.make_loader(config, 'train', global_batch_size=global_batch, process_index=0, process_count=1)
+  keys = pipeline.batch_keys(config, train=True)
+  losses = []
+  for _ in range(3):
+    batch = next(loader)
+    assert batch['video'].dtype == np.uint8
+    state, metrics = step(state, parallel.shard_batch({k: batch[k] for k in keys}, mesh), steps.hparams(1.0, 1.0))
+    losses.append(float(metrics['loss']))
+  loader.close()
+  assert np.all(np.isfinite(losses)), losses
+  leaves = {'params': state.params, 'batch_stats': state.batch_stats, 'opt_state': state.opt_state}
+  for name, tree in leaves.items():
+    floats = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert floats and all(x.dtype == jnp.float32 for x in floats), (name, {str(x.dtype) for x in floats})
+  moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), before, jax.device_get(state.params))
+  assert any(jax.tree.leaves(moved))
+
+
+def test_bfloat16_golden_logits_and_crosscheck_writes_float32(golden_case, tmp_path):
+  """dsn_ntu_rgb in evaluation mode through the crosscheck command with model.dtype='bfloat16': the
+  logits within 2e-2 (relative L2) of the reference, which the float32 run matches to ~1e-6
+  (tests/test_golden_models.py); the .npz holds float32 arrays (not bfloat16 as raw |V2 bytes)."""
+  from rgbd_jax.tools import crosscheck
+  case = golden_case('dsn_ntu_rgb')
+  checkpoint = str(tmp_path / 'model_best.pth.tar')
+  case.write_checkpoint(checkpoint)
+  np.savez(tmp_path / 'in.npz', **case.inputs())
+  config = case.config()
+  config.model.dtype = 'bfloat16'
+  assert crosscheck.main(config, checkpoint, str(tmp_path / 'in.npz'), str(tmp_path / 'out.npz'), epoch=case.epoch) == 0
+  with np.load(tmp_path / 'out.npz') as z:
+    out = {k: z[k] for k in z.files}
+  assert all(v.dtype == np.float32 for v in out.values()), {k: v.dtype for k, v in out.items()}
+  expected = case.expected()
+  for k in ('logits', 'xs', 'xm', 'xl'):
+    rel = np.linalg.norm(out[k] - expected[k]) / np.linalg.norm(expected[k])
+    print(f'{k}: bfloat16 vs reference relative L2 {rel:.2e}')
+    assert rel <= 2e-2, (k, rel)
