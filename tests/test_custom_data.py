@@ -1,0 +1,156 @@
+"""A user's own dataset end to end: tiny videos written with OpenCV -> extract_frames -> make_splits ->
+2 training steps and the evaluation (configs/custom.py:tiny, the 'Custom' layout) -> evaluate with
+--views and --vis -> predict on a validation video's frames gives evaluate's logits exactly, and on
+the video file itself logits within the JPEG re-encoding of the frames.
+
+One training run is shared by the tests of this module (module fixture); its evaluation batch is
+1 so that predict's single clip runs the very same compiled program as evaluation.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from rgbd_jax.data import class_names
+from rgbd_jax.data import custom_dataset
+from rgbd_jax.data import layouts
+from rgbd_jax.data import splits
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _custom_config(arg=None):
+  spec = importlib.util.spec_from_file_location('custom_config', REPO / 'configs' / 'custom.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def write_video(path, frames: int, label: int, seed: int, size=(64, 48)):
+  """A square moving left (label 0) or right (label 1) over noise, MJPG in an .avi."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  w, h = size
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10, (w, h))
+  assert writer.isOpened()
+  rng = np.random.default_rng(seed)
+  for i in range(frames):
+    img = rng.integers(0, 30, (h, w, 3), dtype=np.uint8)
+    x = (3 * i) % (w - 10) if label == 0 else (w - 10 - (3 * i) % (w - 10))
+    img[12:30, x:x + 10] = (40, 60, 220)
+    writer.write(img)
+  writer.release()
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  root = tmp_path_factory.mktemp('custom')
+  for label, cls in enumerate(('left', 'right')):
+    for k in range(3):
+      write_video(root / 'videos' / cls / f'clip{k}.avi', 18 + k, label, seed=10 * label + k)
+  data = root / 'data'
+  extracted = custom_dataset.extract_frames(str(root / 'videos'), str(data), workers=1, progress=False)
+  made = custom_dataset.make_splits(str(data), str(data / 'dataset_splits'), valid_fraction=0.34)
+  config = _custom_config('tiny')
+  config.common.data = str(data)
+  config.model.num_classes = made['num_classes']
+  config.common.epochs = 1
+  config.common.batch_size = 2
+  config.common.test_batch_size = 1
+  from rgbd_jax.train import evaluation
+  from rgbd_jax.train import loop
+  summary = loop.train_and_evaluate(config, str(root / 'run'))
+  results = evaluation.run(workdir=str(root / 'run'), views='3x3', save_output=True,
+                           output=str(root / 'out.npz'), vis_dir=str(root / 'vis'), vis_count=1)
+  with np.load(root / 'out.npz') as z:
+    saved = {k: z[k] for k in z.files}
+  return {'root': root, 'data': data, 'extracted': extracted, 'made': made, 'summary': summary,
+          'results': results, 'saved': saved, 'config': config}
+
+
+def test_frames_and_splits_in_the_custom_layout(run):
+  data = run['data']
+  assert run['extracted'] == {'videos': 6, 'done': 6, 'skipped': 0, 'frames': 18 * 2 + 19 * 2 + 20 * 2,
+                              'failed': []}
+  assert sorted(os.listdir(data / 'rgb' / 'left' / 'clip1'))[:2] == ['000000.jpg', '000001.jpg']
+  assert len(os.listdir(data / 'rgb' / 'left' / 'clip1')) == 19
+  train = splits.read_split(str(data / 'dataset_splits' / 'train.txt'))
+  valid = splits.read_split(str(data / 'dataset_splits' / 'valid.txt'))
+  assert len(train) == 4 and len(valid) == 2
+  assert {r.label for r in valid} == {0, 1}  # one per class
+  for r in train + valid:
+    assert r.frames == int(r.name[-1]) + 18 and r.label == (0 if r.name.startswith('left/') else 1)
+  assert class_names.read(str(data / 'dataset_splits' / 'classes.txt')) == ('left', 'right')
+  lay = layouts.layout(run['config'])
+  assert lay.folder('left/clip0', 'rgb') == str(data / 'rgb' / 'left' / 'clip0')
+  # a second extraction finds everything done
+  again = custom_dataset.extract_frames(str(run['root'] / 'videos'), str(data), workers=1, progress=False)
+  assert again['skipped'] == 6 and again['done'] == 0
+
+
+def test_training_steps_and_evaluation_ran(run):
+  summary, results = run['summary'], run['results']
+  assert summary['steps'] == 2 and summary['last_eval']['num_examples'] == 2
+  assert results['num_examples'] == 2 and results['top1'] == summary['last_eval']['top1']
+  assert results['views'] == '3x3' and results['multiview_num_examples'] == 2
+  assert {'multiview_top1', 'multiview_top1_xs', 'multiview_top1_xm', 'multiview_top1_xl'} <= set(results)
+  assert run['saved']['multiview_logits'].shape == run['saved']['logits'].shape
+  pictures = sorted(os.listdir(run['root'] / 'vis'))
+  assert len(pictures) == 2 and pictures[0].endswith('.gif') and pictures[1].endswith('.png')
+
+
+def test_predict_equals_evaluate_on_a_split_video(run):
+  from rgbd_jax.predict import Recognizer
+  recognizer = Recognizer.from_checkpoint(str(run['root'] / 'run'))
+  assert recognizer.class_names.names == ('left', 'right')  # from <splits>/classes.txt
+  saved = run['saved']
+  for i, name in enumerate(saved['names']):
+    frames = recognizer.predict(rgb=str(run['data'] / 'rgb' / name))
+    # the same clip, the same compiled program: the same logits, bit for bit
+    np.testing.assert_array_equal(frames.logits['top1'], saved['logits'][i])
+    assert frames.label == saved['preds'][i]
+    # the 3x3 views average as evaluate's multi-view pass does
+    views = recognizer.predict(rgb=str(run['data'] / 'rgb' / name), views='3x3')
+    np.testing.assert_allclose(views.logits['top1'], saved['multiview_logits'][i], rtol=0, atol=1e-6)
+    assert views.view_logits['top1'].shape == (9, 2)
+    # the video file: its frames before JPEG re-encoding, so close, not equal
+    video = recognizer.predict(rgb=str(run['root'] / 'videos' / f'{name}.avi'))
+    assert video.frames == frames.frames
+    np.testing.assert_allclose(video.logits['top1'], saved['logits'][i], atol=2e-3)
+
+
+def test_predict_script_one_line_per_video_errors_and_json(run, tmp_path):
+  data = run['data']
+  out = tmp_path / 'p.json'
+  gaps = tmp_path / 'gaps'
+  shutil.copytree(data / 'rgb' / 'left' / 'clip0', gaps)
+  os.remove(gaps / '000003.jpg')
+  proc = subprocess.run(
+      [sys.executable, str(REPO / 'scripts' / 'predict.py'), '--checkpoint', str(run['root'] / 'run'),
+       '--top_k', '2', '--json', str(out), '--views', '1x3',
+       str(data / 'rgb' / 'left' / 'clip2'), str(tmp_path / 'missing.mp4'), str(gaps),
+       str(run['root'] / 'videos' / 'right' / 'clip2.avi')],
+      capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=300)
+  assert proc.returncode == 1, proc.stderr[-3000:]  # the bad videos: reported, the others done
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 2 and lines[0].startswith(str(data / 'rgb' / 'left' / 'clip2') + ': ')
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error: ')]
+  assert errors == [
+      f'error: video not found: {tmp_path / "missing.mp4"} (a video file or a folder of frames)',
+      f'error: {gaps}: frames are numbered with gaps: 1 missing between 0 and 17 (3); '
+      'renumber the frames or extract the video again']
+  assert 'Traceback' not in proc.stderr
+  results = json.loads(out.read_text())
+  assert [r['views'] for r in results] == ['1x3', '1x3']
+  first = results[0]
+  assert {'headline', 'xs', 'xm', 'xl'} <= set(first['scores'])
+  assert len(first['per_view']) == 3 and len(first['top_k']) == 2
+  assert first['top_k'][0]['name'] in ('left', 'right')
+  assert abs(sum(e['probability'] for e in first['top_k']) - 1) < 1e-6
