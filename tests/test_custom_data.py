@@ -124,6 +124,11 @@ def test_predict_equals_evaluate_on_a_split_video(run):
     video = recognizer.predict(rgb=str(run['root'] / 'videos' / f'{name}.avi'))
     assert video.frames == frames.frames
     np.testing.assert_allclose(video.logits['top1'], saved['logits'][i], atol=2e-3)
+  # pictures of a prediction (the Grad-CAM program evaluate --vis compiled serves it)
+  vis = run['root'] / 'predict_vis'
+  recognizer.predict(rgb=str(run['root'] / 'videos' / 'left' / 'clip0.avi'), vis_dir=str(vis))
+  assert sorted(os.listdir(vis)) == [f'{name}.{ext}' for name in [sorted(os.listdir(vis))[0][:-4]]
+                                     for ext in ('gif', 'png')]
 
 
 def test_predict_script_one_line_per_video_errors_and_json(run, tmp_path):

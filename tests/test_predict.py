@@ -251,3 +251,15 @@ def test_fusion_needs_both_streams_of_one_length(frames):
     rec.predict(rgb=frames)
   with pytest.raises(ValueError, match=r'differ in length: <rgb array> has 21 frames, <depth array> has 20'):
     rec.predict(rgb=frames, depth=frames[:20])
+  depth16 = (frames[..., 0].astype(np.uint16) * 20)
+  _, _, (clip,) = rec.clips(rgb=frames, depth=depth16)  # one rgb and one (16-bit) depth clip, same frames
+  assert sorted(clip) == ['depth', 'rgb'] and clip['rgb'].shape == clip['depth'].shape == (8, 32, 32, 3)
+
+
+def test_original_checkpoint_needs_a_config(tmp_path):
+  # a .pth.tar carries no dataset settings; with --config it goes through evaluate's loader
+  # (evaluation._source_variables: converted on the fly, its epoch field - 1 as the epoch)
+  path = tmp_path / 'model_best.pth.tar'
+  path.write_bytes(b'')
+  with pytest.raises(ValueError, match='is a PyTorch file: give --config'):
+    Recognizer.from_checkpoint(str(path))

@@ -1,10 +1,12 @@
 """Reading a user's videos: video files and frame folders, with errors that name the file.
 
 * Video files (mp4, avi, webm, mkv, mov, ...) are decoded with PyAV when it is installed (its
-  `rgb24` conversion), else with OpenCV's `VideoCapture` (BGR, converted to RGB). The two can differ
-  by a few grey levels (their YUV -> RGB conversions are not the same); `backend()` says which runs.
-  Frames are counted by decoding, not from the container's header (which can be wrong), and a
-  second pass keeps only the frames a clip needs, so a long video never sits in memory whole.
+  `rgb24` conversion), else with OpenCV's `VideoCapture` (BGR, converted to RGB); `backend()` says
+  which runs. Both go through FFmpeg's decoders and swscale: on MJPG, MPEG-4, VP9 and H.264
+  (yuv420p) test videos they gave the same pixels. Rotation metadata (portrait phone videos) is
+  applied by neither (OpenCV's auto-orientation is switched off to match): rotate such a video
+  first. Frames are counted by decoding, not from the container's header (which can be wrong),
+  and a second pass keeps only the frames a clip needs, so a long video never sits in memory whole.
 * Frame folders hold one image per frame (jpg, png, bmp), named with a number (`000000.jpg`,
   `MDepth-00000001.png`, ...), one prefix and one extension, numbered without gaps from any start:
   frame i of the video is the i-th file in numeric order.
@@ -81,6 +83,7 @@ def _frames_opencv(path: str) -> Iterator[np.ndarray | None]:
   try:
     if not cap.isOpened():
       raise VideoError(f'{path}: cannot open the video (OpenCV VideoCapture refused it)')
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)  # as PyAV: the stored frames, rotation metadata ignored
     while cap.grab():
       want = yield None
       if want:
