@@ -18,6 +18,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from rgbd_jax.data import class_names
 from rgbd_jax.data import custom_dataset
@@ -159,3 +160,68 @@ def test_predict_script_one_line_per_video_errors_and_json(run, tmp_path):
   assert len(first['per_view']) == 3 and len(first['top_k']) == 2
   assert first['top_k'][0]['name'] in ('left', 'right')
   assert abs(sum(e['probability'] for e in first['top_k']) - 1) < 1e-6
+
+
+def test_loop_plots_name_the_classes(run):
+  assert (run['root'] / 'run' / 'confusion_matrix.png').exists()
+  assert (run['root'] / 'run' / 'learning_curves.png').exists()
+
+
+def test_split_files_take_trailing_slashes_and_any_spacing(tmp_path):
+  path = tmp_path / 'train.txt'
+  path.write_text('left/clip0/   18  0\nright/clip1\t19\t1  \r\n')
+  records = splits.read_split(str(path))
+  assert [(r.name, r.frames, r.label) for r in records] == [('left/clip0', 18, 0), ('right/clip1', 19, 1)]
+
+
+def test_custom_depth_frames_png_or_jpg(tmp_path):
+  config = _custom_config()
+  config.common.data = str(tmp_path)
+  config.model.Network = 'FusionNet'
+  os.makedirs(tmp_path / 'depth' / 'a' / 'v')
+  Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / 'depth' / 'a' / 'v' / '000000.png')
+  lay = layouts.layout(config)
+  assert layouts.frame_path(lay, 'a/v', 7, 'depth') == str(tmp_path / 'depth' / 'a' / 'v' / '000007.png')
+  assert layouts.frame_path(lay, 'a/v', 7, 'rgb') == str(tmp_path / 'rgb' / 'a' / 'v' / '000007.jpg')
+  config.common.data = str(tmp_path / 'elsewhere')  # no depth frames yet: .jpg
+  assert layouts.layout(config).frame(0, 'depth') == '000000.jpg'
+
+
+def _frames(folder, n, start=0):
+  os.makedirs(folder, exist_ok=True)
+  for i in range(start, start + n):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(os.path.join(folder, f'{i:06d}.jpg'))
+
+
+def test_make_splits_from_a_csv_and_its_errors(tmp_path):
+  data = tmp_path / 'data'
+  for name, n in (('a1', 20), ('a2', 21), ('b1', 22), ('b2', 23)):
+    _frames(data / 'rgb' / name, n)
+    _frames(data / 'depth' / name, n)
+  table = tmp_path / 'labels.csv'
+  table.write_text('name,label,split\na1,wave,train\na2,wave,val\nb1/,clap,train\nb2,clap,test\n')
+  made = custom_dataset.make_splits(str(data), str(tmp_path / 's'), csv_path=str(table), streams=('rgb', 'depth'))
+  assert made['classes'] == ['clap', 'wave']
+  assert (tmp_path / 's' / 'train.txt').read_text() == 'a1 20 1\nb1 22 0\n'
+  assert (tmp_path / 's' / 'valid.txt').read_text() == 'a2 21 1\nb2 23 0\n'
+  assert (tmp_path / 's' / 'classes.txt').read_text() == 'clap\nwave\n'
+  os.remove(data / 'depth' / 'b1' / '000021.jpg')
+  os.remove(data / 'rgb' / 'a2' / '000005.jpg')
+  with pytest.raises(ValueError, match=r'2 video\(s\) cannot go into the splits') as e:
+    custom_dataset.make_splits(str(data), str(tmp_path / 's'), csv_path=str(table), streams=('rgb', 'depth'))
+  assert f'a2: {data / "rgb" / "a2"}: frames are numbered with gaps' in str(e.value)
+  assert 'b1: rgb has 22 frames, depth has 21 frames' in str(e.value)
+  table.write_text('a1,1,train\na2,0,maybe\n')
+  with pytest.raises(ValueError, match=r'labels.csv:2: split must be train or valid'):
+    custom_dataset.make_splits(str(data), str(tmp_path / 's'), csv_path=str(table))
+
+
+def test_extract_frames_reports_unreadable_videos(tmp_path):
+  write_video(tmp_path / 'videos' / 'ok.avi', 5, 0, seed=0)
+  (tmp_path / 'videos' / 'broken.mp4').write_bytes(b'\x00' * 100)
+  summary = custom_dataset.extract_frames(str(tmp_path / 'videos'), str(tmp_path / 'data'), workers=1,
+                                          progress=False)
+  assert summary['done'] == 1 and summary['frames'] == 5
+  assert len(summary['failed']) == 1 and summary['failed'][0][0].endswith('broken.mp4')
+  assert 'broken.mp4' in summary['failed'][0][1]
+  assert sorted(os.listdir(tmp_path / 'data' / 'rgb')) == ['ok']  # no half-written folder left
