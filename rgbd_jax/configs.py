@@ -167,6 +167,12 @@ def umdr_recipe(c: ml_collections.ConfigDict, arg: str | None, where: str) -> ml
   return c
 
 
+# The networks that read RGB and depth together (one sample holds both streams). The data side
+# asks this, not the network description (data knows nothing of models); a test checks it
+# against models/build.py's NETWORKS.
+RGBD_NETWORKS = frozenset({'FusionNet', 'UMDRFusion'})
+
+
 def num_classes(config: ml_collections.ConfigDict) -> int:
   """Classes of the model: `model.num_classes`, else from the dataset name."""
   if config.model.num_classes > 0:

@@ -306,7 +306,7 @@ def test_convert_weights_script_both_ways(unimodal, tmp_path):
   res = run('--to-torch', '--checkpoint', orbax_dir, '--out', back, '--epoch=3', '--bestacc=12.5')
   assert res.returncode == 0, res.stderr[-3000:]
   saved = torch.load(back, map_location='cpu')
-  assert saved['epoch'] == 3 and saved['bestacc'] == 12.5
+  assert saved['epoch'] == 4 and saved['bestacc'] == 12.5  # --epoch: the epoch that trained them; the file holds it + 1
   assert list(saved['model']) == list(sd)
   for k, v in sd.items():
     np.testing.assert_array_equal(saved['model'][k].numpy(), v, err_msg=k)

@@ -96,3 +96,11 @@ def test_no_import_circle_between_modules():
   for node in graph:
     visit(node)
   assert not circles, circles
+
+
+def test_the_data_side_knows_which_networks_read_rgb_and_depth():
+  from rgbd_jax import configs  # pylint: disable=g-import-not-at-top
+  from rgbd_jax.models import build  # pylint: disable=g-import-not-at-top
+  paired = {name for name, kind in build.NETWORKS.items()
+            if {'rgb', 'depth'} <= set(kind.input_keys)}
+  assert paired == set(configs.RGBD_NETWORKS)

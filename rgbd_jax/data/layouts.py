@@ -18,6 +18,8 @@ from typing import Callable
 
 import ml_collections
 
+from rgbd_jax import configs
+
 STREAMS = ('rgb', 'depth')
 MODALITY = {'M': 'rgb', 'K': 'depth'}
 
@@ -137,7 +139,8 @@ _LAYOUTS = {
 
 
 def is_fusion(config: ml_collections.ConfigDict) -> bool:
-  return config.model.Network == 'FusionNet'
+  """Whether the configured network reads rgb and depth together (`configs.RGBD_NETWORKS`)."""
+  return config.model.Network in configs.RGBD_NETWORKS
 
 
 def streams(config: ml_collections.ConfigDict) -> tuple[str, ...]:

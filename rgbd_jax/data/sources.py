@@ -83,8 +83,8 @@ class TfdsSource:
     return state
 
   def read(self, record, indices, stream):
+    from rgbd_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top (tensorflow_datasets when used)
     if self._source is None:
-      from rgbd_jax.data import tfds_builder
       self._source = tfds_builder.open_split(self.path, self._phase)
     position = self._position[record.row]
     example = self._source[position]
@@ -93,7 +93,7 @@ class TfdsSource:
     where = f'{self.path} split {self._phase} record {position} ({record.name})'
     if name != record.name:
       raise ValueError(f'{where}: holds video {name!r}')
-    key = tfds_builder_key(stream)
+    key = tfds_builder.frames_key(stream)
     if key not in example:
       raise ValueError(f'{where}: no {stream} frames in this build')
     frames = example[key]
@@ -105,8 +105,6 @@ class TfdsSource:
     return out
 
 
-def tfds_builder_key(stream: str) -> str:
-  return f'{stream}_frames'
 
 
 def reads_build(config: ml_collections.ConfigDict, phase: str) -> bool:

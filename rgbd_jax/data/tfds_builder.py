@@ -46,7 +46,6 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from rgbd_jax.data import layouts
-from rgbd_jax.data import sources
 from rgbd_jax.data import splits
 from rgbd_jax.data import transforms
 
@@ -57,6 +56,11 @@ DEFAULT_QUALITY = 90  # JPEG quality of packed frames
 # the mean error against the resized frame is 1.1 grey levels (p99 5) against 2.0 (p99 18) with
 # Pillow's default 4:2:0, for 0.14 ms more decoding per frame (0.51 ms) and 30% more bytes.
 PACKED_SUBSAMPLING = 0
+
+
+def frames_key(stream: str) -> str:
+  """The feature of a build's record that holds one stream's encoded frames."""
+  return f'{stream}_frames'
 
 
 def packed_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -127,7 +131,7 @@ class RgbdFrames(tfds.core.GeneratorBasedBuilder):
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    frames = {sources.tfds_builder_key(s): tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_))
+    frames = {frames_key(s): tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=np.object_))
               for s in self._streams}
     metadata = tfds.core.MetadataDict()
     metadata['entries'] = {p: [[r.name, r.frames, r.label, r.row] for r in e] for p, e in self._entries.items()}
@@ -183,7 +187,7 @@ class RgbdFrames(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, phase: str):
     records = self._entries[phase]
     packed = (packed_size(self._rgbd_config), self._quality) if self._packed else None
-    paths = ({sources.tfds_builder_key(s): [layouts.frame_path(self._layout, r.name, i, s) for i in range(r.frames)]
+    paths = ({frames_key(s): [layouts.frame_path(self._layout, r.name, i, s) for i in range(r.frames)]
               for s in self._streams} for r in records)
     if packed is None or self._workers == 1:
       videos = (_read_frames(p, packed) for p in paths)

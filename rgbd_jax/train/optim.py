@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from rgbd_jax.models import build
+
 WARMUP_START_LR = 1e-8  # the original's warm-up starts at 1e-8
 
 
@@ -122,6 +124,11 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   # One flat vector instead of a few hundred leaves: the same arithmetic, but the training
   # step's program (and its compile time) shrinks by about a third.
   tx = optax.flatten(optax.chain(*parts))
+  frozen = build.network(config).frozen
+  if frozen:
+    # streams the original never trains: their updates (weight decay included) are zero
+    mask = lambda params: {k: any(k.startswith(p) for p in frozen) for k in params}
+    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), mask))
   if k == 1:
     return tx, schedule
   # Gradient accumulation: the mean gradient of k micro-batches, one update every k steps (the
@@ -186,6 +193,9 @@ def distill_weight(config: ml_collections.ConfigDict, epoch: int) -> float:
   epoch that is not a warm-up epoch by its own test `epoch < warm_up_epochs - 1`,
   i.e. from epoch `warm_up_epochs - 1` on.
   """
+  kind = build.network(config)
+  if kind.distill_weight is not None:  # the journal networks' own rule
+    return float(kind.distill_weight(config, epoch))
   if epoch < int(config.common.scheduler.warm_up_epochs) - 1:
     return 0.0
   return float(config.common.distill)
