@@ -64,3 +64,17 @@ def test_accumulation_updates_once_every_k_steps_with_the_mean_gradient(tiny_con
   plain_updates, _ = plain_tx.update({'w': jnp.full((4,), 3.0), 'b': jnp.full((2,), -3.0)}, plain_tx.init(params),
                                      params, lr_scale=1.0)
   np.testing.assert_allclose(p['w'], optax.apply_updates(params, plain_updates)['w'], rtol=1e-6)
+
+
+def test_frozen_streams_get_no_update_not_even_weight_decay():
+  from rgbd_jax import configs  # pylint: disable=g-import-not-at-top
+  config = configs.base_config()
+  config.model.Network = 'UMDRFusion'
+  frozen = build.network(config).frozen
+  assert frozen
+  tx, _ = optim.make_optimizer(config, steps_per_epoch=10, learning_rate=0.1)
+  params = {frozen[0]: {'w': jnp.ones((3,))}, 'fusion': {'w': jnp.ones((3,))}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params, lr_scale=1.0)
+  np.testing.assert_array_equal(updates[frozen[0]]['w'], 0.0)
+  assert np.all(np.asarray(updates['fusion']['w']) < 0)
