@@ -3,7 +3,7 @@
 Learning curves: each loss term on its own axis (the total, the cross entropy, the distillation,
 and the fusion network's BCE and MSE when logged), the learning rate, and the validation top-1 per
 epoch; a dashed line marks the step (and epoch) where the distillation loss starts to count, from
-the run's config (`optim.distill_weight`, or the network's own rule). The confusion matrix labels
+the run's config (`optim.distill_weight`: the conference's rule or the network's own). The confusion matrix labels
 its classes by name when the dataset's class names are known (`rgbd_jax.data.class_names`).
 """
 
@@ -53,8 +53,7 @@ def distillation_start(config: ml_collections.ConfigDict) -> tuple[int | None, s
   kind = build.network(config)
   if kind.name in FIXED_DISTILLATION:
     return None, FIXED_DISTILLATION[kind.name]
-  rule = kind.distill_weight or optim.distill_weight
-  weights = [rule(config, e) for e in range(max(int(config.common.epochs), 1))]
+  weights = [optim.distill_weight(config, e) for e in range(max(int(config.common.epochs), 1))]
   if weights[0] > 0:
     return None, f'distillation weight {weights[0]:g} from the first epoch'
   first = next((e for e, w in enumerate(weights) if w > 0), None)
