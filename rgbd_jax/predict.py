@@ -239,7 +239,7 @@ class Recognizer:
     if not os.path.exists(path):
       raise FileNotFoundError(f'checkpoint not found: {path}')
     is_workdir = os.path.isdir(os.path.join(path, checkpoint.CHECKPOINTS_DIR))
-    config, variables, saved_epoch, what = evaluation._source_variables(  # pylint: disable=protected-access
+    config, variables, saved_epoch, what = evaluation.source_variables(
         path if is_workdir else '', '' if is_workdir else path, which, config)
     names = class_names_lib.for_config(config, labels)
     return cls(config, variables, epoch=saved_epoch if epoch is None else epoch, class_names=names,

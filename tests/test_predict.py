@@ -258,7 +258,7 @@ def test_fusion_needs_both_streams_of_one_length(frames):
 
 def test_original_checkpoint_needs_a_config(tmp_path):
   # a .pth.tar carries no dataset settings; with --config it goes through evaluate's loader
-  # (evaluation._source_variables: converted on the fly, its epoch field - 1 as the epoch)
+  # (evaluation.source_variables: converted on the fly, its epoch field - 1 as the epoch)
   path = tmp_path / 'model_best.pth.tar'
   path.write_bytes(b'')
   with pytest.raises(ValueError, match='is a PyTorch file: give --config'):

@@ -223,7 +223,7 @@ def evaluate_views(config: ml_collections.ConfigDict, variables: dict[str, Any],
   return metrics, arrays
 
 
-def _source_variables(workdir: str, checkpoint_path: str, which: str,
+def source_variables(workdir: str, checkpoint_path: str, which: str,
                       config: ml_collections.ConfigDict | None):
   """(config, variables, epoch that trained the weights or None, description) of what to evaluate."""
   if workdir:
@@ -269,7 +269,7 @@ def run(*, workdir: str = '', checkpoint_path: str = '', which: str = 'best',
   """
   parallel.initialize_from_env()
   checkpoint.quiet_orbax_logs()
-  config, variables, saved_epoch, what = _source_variables(workdir, checkpoint_path, which, config)
+  config, variables, saved_epoch, what = source_variables(workdir, checkpoint_path, which, config)
   epoch = saved_epoch if epoch is None else epoch
   if epoch is None and config.model.sharpness:
     raise ValueError(f'{what} does not say which epoch trained it, and the sharpness temperature '
