@@ -1,6 +1,8 @@
 """Speed of the port, beside the original where it is given.
 
-    python scripts/benchmark.py model [--help]   # evaluation forward per clip, training step, matmul rate
+    python scripts/benchmark.py model [--help]   # train.py's training step and evaluation forward: batch
+                                                 # and dtype sweep, MFU, memory; --original: beside the original
+    python scripts/benchmark.py model --config.model.Network=FusionNet --dtypes bfloat16 --batches 1,2,4
     python scripts/benchmark.py data  [--help]   # evaluation input pipeline per clip, one core and workers
 
 On CPU, `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python scripts/benchmark.py ...`
@@ -11,9 +13,10 @@ import argparse
 import importlib
 import sys
 
-# each subcommand imports only what it measures (the model benchmark needs no input pipeline)
+# each subcommand imports only what it measures
 MODULES = {'model': 'rgbd_jax.tools.benchmark.model', 'data': 'rgbd_jax.tools.benchmark.data'}
-HELP = {'model': 'network speed (forward per clip, training step)', 'data': 'input pipeline speed per clip'}
+HELP = {'model': 'network speed (training step, evaluation forward; batch/dtype sweep)',
+        'data': 'input pipeline speed per clip'}
 
 
 def main(argv=None):
@@ -27,6 +30,8 @@ def main(argv=None):
     if name == chosen or chosen is None:
       modules[name] = importlib.import_module(path)
       modules[name].add_arguments(p)
+  if chosen == 'model':  # --config.section.key=value overrides, as scripts/train.py takes them
+    argv = modules['model'].normalize_argv(argv)
   args = parser.parse_args(argv)
   return modules[args.what].run(args)
 
