@@ -25,6 +25,8 @@
 #   SWEEP_BATCHES    default 1,2,4,8,16        SWEEP_DTYPES   default float32,bfloat16
 #   SWEEP_NETWORKS   default "I3DWTrans FusionNet"
 #   SWEEP_PIP_INSTALL=1   run the pip install even when the imports work
+#   SWEEP_WHEELS     a folder of wheels to install first (--no-index --no-deps, into a temporary folder) where an
+#                    import is missing: e.g. ml-collections on an image that has JAX but not it
 #   SWEEP_CPU_SMOKE=1     tiny shapes on the CPU, no GPU needed: checks this script end to end
 #   PYTHON           the interpreter (default python3)
 set -uo pipefail
@@ -83,6 +85,14 @@ print('missing: ' + ', '.join(missing) if missing else 'imports: ok')
 sys.exit(1 if missing else 0)
 EOF
 }
+SITE=${TMPDIR:-/tmp}/gpu_sweep_site
+if [[ -n "${SWEEP_WHEELS:-}" ]] && ! imports_ok; then
+  # wheels carried to a machine without internet (e.g. ml-collections, pure Python), beside what it has
+  log "pip install --no-index --no-deps $SWEEP_WHEELS/*.whl into $SITE (log: $OUT/pip_wheels.log)"
+  timeout 120 "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$SWEEP_WHEELS"/*.whl \
+      >"$OUT/pip_wheels.log" 2>&1 || log "pip install of $SWEEP_WHEELS FAILED (see $OUT/pip_wheels.log)"
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if ! imports_ok || [[ "${SWEEP_PIP_INSTALL:-0}" == 1 ]]; then
   log "pip install -r requirements.txt -e . (log: $OUT/pip.log)"
   if timeout 180 "$PY" -m pip install -q -r requirements.txt -e . >"$OUT/pip.log" 2>&1; then
