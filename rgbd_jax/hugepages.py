@@ -60,11 +60,17 @@ def active(environ=os.environ) -> bool:
   return _tunables(environ.get('GLIBC_TUNABLES', '')).get(TUNABLE) == '1'
 
 
-def hint(backend: str, environ=os.environ, glibc: tuple[int, ...] | None = None,
-         mode: str | None = None) -> str | None:
-  """One line suggesting the launch setting, where it would speed up XLA on this CPU; else None."""
-  glibc = glibc_version() if glibc is None else glibc
-  mode = thp_mode() if mode is None else mode
+_DETECT = object()  # default of `hint`'s machine facts: read them from this machine
+
+
+def hint(backend: str, environ=os.environ, glibc=_DETECT, mode=_DETECT) -> str | None:
+  """One line suggesting the launch setting, where it would speed up XLA on this CPU; else None.
+
+  `glibc` ((major, minor), or None for another C library) and `mode` (the THP mode) are read
+  from this machine unless given.
+  """
+  glibc = glibc_version() if glibc is _DETECT else glibc
+  mode = thp_mode() if mode is _DETECT else mode
   if backend != 'cpu' or glibc is None or glibc < (2, 35) or mode != 'madvise':
     return None  # 'always': malloc's maps get huge pages anyway; 'never': none to get
   if TUNABLE in _tunables(environ.get('GLIBC_TUNABLES', '')):
