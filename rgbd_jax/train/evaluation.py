@@ -40,13 +40,6 @@ from rgbd_jax.train import metrics as metrics_lib
 from rgbd_jax.train import steps
 
 
-def batch_keys(config: ml_collections.ConfigDict, train: bool) -> tuple[str, ...]:
-  """Batch entries the jitted steps read: the uint8 clips (the heatmaps are made on the device) and labels."""
-  pairs = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
-  keys = tuple(pairs[stream][0] for stream in layouts.streams(config)) + ('label',)  # uint8 clips
-  return keys if train else keys + ('mask', 'index')
-
-
 def loader(config: ml_collections.ConfigDict, phase: str, global_batch: int, shuffle: bool):
   """This process's shard of the `phase` input (see rgbd_jax.data.pipeline)."""
   return pipeline.make_loader(
@@ -66,7 +59,7 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh,
   """
   global_batch = parallel.global_batch_size(config.common.test_batch_size, mesh)
   n_steps = pipeline.steps_per_epoch(config, 'valid', global_batch)
-  keys = batch_keys(config, train=False)
+  keys = pipeline.batch_keys(config, train=False)
   acc = metrics_lib.EvalAccumulator()
   hp = steps.hparams(temp, 0.0)
   bar = tqdm.tqdm(total=n_steps, desc='evaluate', leave=False, dynamic_ncols=True,
@@ -169,7 +162,7 @@ class _ViewBatches:
 
 def evaluation_clip_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The uint8 clip keys of an evaluation batch ('video', or 'rgb' and 'depth')."""
-  return tuple(k for k in batch_keys(config, train=False) if k not in ('label', 'mask', 'index'))
+  return tuple(k for k in pipeline.batch_keys(config, train=False) if k not in ('label', 'mask', 'index'))
 
 
 def evaluate_views(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh, logits_fn,

@@ -95,7 +95,7 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stop: signals.StopRequ
   spe = pipeline.steps_per_epoch(config, 'train', global_batch)
   _log_config(config, mesh, global_batch, spe)
   train_iter = evaluation.loader(config, 'train', global_batch, shuffle=True)
-  train_keys = evaluation.batch_keys(config, train=True)
+  train_keys = pipeline.batch_keys(config, train=True)
 
   # ------------------------------------------------------- model and state
   model = build_model(config)
