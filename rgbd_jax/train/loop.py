@@ -112,10 +112,10 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stop: signals.StopRequ
 def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_keys, model, tx, schedule,
            ckpts, skipped) -> dict[str, Any]:
   c = config.common
-  resuming = ckpts.latest_step() is not None
+  latest = ckpts.latest_step()
+  resuming = latest is not None
   # the config against the workdir's record first: a structural change stops here, before any work
-  config_history.record(workdir, config, resuming=resuming,
-                        step=int(ckpts.read_meta('latest')['step']) if resuming else 0)
+  config_history.record(workdir, config, resuming=resuming, step=latest if resuming else 0)
   rng = jax.random.PRNGKey(int(c.seed))
   on_variables = None if resuming else functools.partial(pretrained.initial_variables, config)
   state = state_lib.create_train_state(model, config, tx, mesh, rng, on_variables=on_variables)
