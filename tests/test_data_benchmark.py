@@ -40,7 +40,7 @@ def test_data_benchmark_small(tmp_path, capsys):
   fake.mkdir(parents=True)
   (fake / 'NTU.py').write_text(_FAKE_NTU)
   results = data_bench.measure(_args(tmp_path, '--original', str(tmp_path / 'fake'), '--json', str(tmp_path / 'out.json')))
-  assert set(results['stages']) == {'jpeg', 'packed'} and set(results['pipeline']['packed']) == {'0', '1'}
+  assert set(results['stages']) == {'jpeg', 'fast', 'packed'} and set(results['pipeline']['packed']) == {'0', '1'}
   for kind, s in results['stages'].items():
     assert s['clips_per_s_per_core']['median'] > 0, kind
     assert {'decode_ms_per_clip', 'geometry_ms_per_clip', 'other_ms_per_clip'} <= set(s)
@@ -48,6 +48,8 @@ def test_data_benchmark_small(tmp_path, capsys):
     assert all(p['clips_per_s_per_core']['median'] > 0 and p['clips_per_s_wall']['median'] > 0
                for p in per_workers.values()), kind
   assert results['original']['clips_per_s_per_core']['median'] > 0
+  f = results['fast_vs_exact']  # the same draws: close, but not the same pixels
+  assert 0 < f['mean_abs_grey_levels'] < 8 and f['within_2_levels'] > 0.5, f
   assert results['original_eval_clip_vs_ours']['max_abs_grey_levels'] > 0  # the stand-in's grey clip
   out = capsys.readouterr()
   assert 'packed build' in out.out and "the original's loader" in out.out

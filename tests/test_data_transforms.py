@@ -158,6 +158,30 @@ def test_fast_decode_is_close_but_faster_path():
   assert np.abs(a - b).mean() < 8
 
 
+@pytest.mark.parametrize('angle,flip', [(0, False), (-7, True), (9, False)])
+def test_fast_decode_keeps_the_geometry(angle, flip):
+  """DCT-domain decoding changes the filter, not the sampling grid: with the same draws (crop, flip,
+  rotation about the centre) the fast frame lines up with the exact one. Shifting either by one pixel
+  in any direction makes them differ much more than they do in place."""
+  import io
+  img = _image(640, 480, seed=5)
+  buf = io.BytesIO()
+  img.save(buf, 'JPEG', quality=90)
+  c = _config()
+  c.model.sample_size = 224  # no final resize: one pixel here is one pixel of the resized frame
+  p = transforms.ClipParams(crop=(37, 6, 261, 230), flip=flip, angle=angle, blur=False)
+  exact = transforms.FrameTransform(c, p)(transforms.decode(buf.getvalue(), 'x'), 'x').astype(float)
+  fast = transforms.FrameTransform(c, p)(transforms.decode(buf.getvalue(), 'x', (320, 240)), 'x').astype(float)
+  inner = (slice(4, -4), slice(4, -4))
+
+  def gap(dy, dx):
+    return np.abs(np.roll(fast, (dy, dx), axis=(0, 1))[inner] - exact[inner]).mean()
+  in_place = gap(0, 0)
+  assert in_place < 8, in_place  # the filters differ (DCT-domain vs bicubic), on a noisy image
+  for dy, dx in [(1, 0), (-1, 0), (0, 1), (0, -1)]:
+    assert gap(dy, dx) > 2 * in_place, (dy, dx, gap(dy, dx), in_place)
+
+
 # --------------------------------------------------------------------------------------------- depth
 
 def test_depth_wrap_is_the_original_uint8_of_255_times_frame():

@@ -2,7 +2,7 @@
 from the original JPEG frames and from the packed build, beside the original's loader.
 
     python scripts/benchmark.py data [--frames 64] [--videos 8] [--clips 10] [--rounds 3] [--workers 1,2]
-                                     [--original PATH] [--fast-decode] [--json out.json]
+                                     [--original PATH] [--no-fast-decode] [--json out.json]
 
 It writes its own NTU-layout videos of 640x480 JPEG frames (camera-like: smooth shading, edges,
 sensor noise, quality 75, as the NTU preparation saves them), the packed training build of them
@@ -67,7 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='grain worker processes to time the pipeline with (0: in-process, common.prefetch '
                            'reader threads; "": skip)')
   parser.add_argument('--sample-size', type=int, default=224, help='model.sample_size')
-  parser.add_argument('--fast-decode', action='store_true', help='also time dataset.fast_decode on the JPEG frames')
+  parser.add_argument('--fast-decode', action=argparse.BooleanOptionalAction, default=True,
+                      help='also time dataset.fast_decode on the JPEG frames (the same geometry; the pixels '
+                           'compared with the exact ones)')
   parser.add_argument('--original', default=None,
                       help="a MotionRGBD checkout: time its dataset class (lib/datasets/NTU.py) beside ours")
   parser.add_argument('--workdir', default=None, help='where to write the frames (default: a temporary folder)')
@@ -281,6 +283,21 @@ def _original_stand_ins():
     np.int0 = np.intp
 
 
+def fast_vs_exact(root: str, sample_size: int, n_clips: int) -> dict:
+  """Training clips from the same draws (crop, flip, rotation), `dataset.fast_decode` against the exact
+  decode: how far apart their grey levels are (uint8, all clips' pixels)."""
+  exact = clips.ClipLoader(bench_config(root, sample_size, 'jpeg'), 'train')
+  fast = clips.ClipLoader(bench_config(root, sample_size, 'fast'), 'train')
+  diffs = []
+  for k in range(n_clips):
+    a = exact(k % len(exact), np.random.default_rng([7, k]))['video'].astype(np.int16)
+    b = fast(k % len(fast), np.random.default_rng([7, k]))['video'].astype(np.int16)
+    diffs.append(np.abs(a - b).ravel())
+  d = np.concatenate(diffs)
+  return {'mean_abs_grey_levels': float(d.mean()), 'p99_abs_grey_levels': float(np.percentile(d, 99)),
+          'max_abs_grey_levels': float(d.max()), 'within_2_levels': float((d <= 2).mean())}
+
+
 def original_dataset(path: str, root: str, sample_size: int, phase: str):
   """The original's NTUData (lib/datasets/NTU.py) over the benchmark's videos, modality rgb."""
   import importlib  # pylint: disable=g-import-not-at-top
@@ -369,6 +386,8 @@ def measure(args: argparse.Namespace) -> dict:
       if key.startswith('pipeline/'):
         _, kind, w = key.split('/')
         results['pipeline'].setdefault(kind, {})[w] = _summarise(values)
+    if 'fast' in kinds:
+      results['fast_vs_exact'] = _fresh_process(fast_vs_exact, root, args.sample_size, min(args.clips, 4))
     if args.original:
       results['original'] = _summarise(raw['original'])
       results['original_eval_clip_vs_ours'] = _fresh_process(original_eval_check, args.original, root,
@@ -411,6 +430,11 @@ def _print(results: dict) -> None:
       what = 'in-process  ' if w == '0' else f'{w} worker{"s" if w != "1" else " "}   '
       print(f'    {what}: {_fmt(p["clips_per_s_per_core"])} clips/s per core, '
             f'{_fmt(p["clips_per_s_wall"])} clips/s wall')
+  if 'fast_vs_exact' in results:
+    f = results['fast_vs_exact']
+    print(f'  fast_decode against the exact clips (same draws): mean |grey level diff| {f["mean_abs_grey_levels"]:.2f}, '
+          f'99th percentile {f["p99_abs_grey_levels"]:.0f}, max {f["max_abs_grey_levels"]:.0f}, '
+          f'{100 * f["within_2_levels"]:.1f}% within 2 levels')
   if 'original' in results:
     o = results['original']
     print(f'  the original\'s loader (lib/datasets/NTU.py, training, heatmap on the host), one process: '
