@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 import ml_collections
@@ -33,8 +34,26 @@ def read_source(path: str) -> dict[str, np.ndarray]:
   return state_dict
 
 
-def _load(path: str, variables: dict[str, Any], what: str, **kwargs) -> dict[str, Any]:
-  loaded, report = torch_import.load_pretrained(read_source(path), variables, **kwargs)
+# The journal's fine-tuning loader (utils/utils.py `load_pretrained_checkpoint`) leaves out DSNNetV2's
+# three classification Linears by name, besides every tensor whose shape does not fit (their
+# LayerNorms load); the converter's HEAD_PATTERN names the conference's heads.
+JOURNAL_HEAD_PATTERN = re.compile(r'^dtn\.multi_scale_transformers\.[012]\.3\.2\.(weight|bias)$')
+
+
+def without_journal_heads(state_dict: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+  """`state_dict` less the journal's classification layers, logging which were left out."""
+  heads = sorted(k for k in state_dict if JOURNAL_HEAD_PATTERN.match(k))
+  if heads:
+    logging.info('%s: classification layers not loaded (fine-tuning): %s', what, ', '.join(heads))
+  return {k: v for k, v in state_dict.items() if k not in heads}
+
+
+def _load(path: str, variables: dict[str, Any], what: str, *, skip_journal_heads: bool = False,
+          **kwargs) -> dict[str, Any]:
+  state_dict = read_source(path)
+  if skip_journal_heads:
+    state_dict = without_journal_heads(state_dict, f'{what} from {path}')
+  loaded, report = torch_import.load_pretrained(state_dict, variables, **kwargs)
   logging.info('%s from %s: %s', what, path, report.summary())
   if not report.loaded:
     raise ValueError(f'{what}: nothing in {path} fits this network ({report.summary()})')
@@ -46,7 +65,8 @@ def initial_variables(config: ml_collections.ConfigDict, fresh: dict[str, Any]) 
 
   FusionNet, as the original's CrossFusionNet: each stream from its unimodal
   checkpoint (classification heads skipped), then `pretrained` over the whole
-  network. Unimodal: `pretrained` with the heads skipped (fine-tuning).
+  network. UMDRFusion: each stream whole, heads included (they give its logits).
+  Unimodal (I3DWTrans, DSNV2): `pretrained` with the heads skipped (fine-tuning).
   """
   m = config.model
   kind = build.network(config)
@@ -61,6 +81,7 @@ def initial_variables(config: ml_collections.ConfigDict, fresh: dict[str, Any]) 
     # Over a whole fusion network the original's loader skips only the unimodal heads' names,
     # so the fusion classifiers load too when their shapes match; a unimodal network is
     # fine-tuned, its heads skipped.
-    variables = _load(m.pretrained, variables, f'pretrained {kind.name}',
-                      skip_heads=not kind.stream_checkpoints)
+    fine_tune = not kind.stream_checkpoints
+    variables = _load(m.pretrained, variables, f'pretrained {kind.name}', skip_heads=fine_tune,
+                      skip_journal_heads=fine_tune)
   return variables
