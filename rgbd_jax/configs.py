@@ -63,8 +63,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.common.keep_checkpoints = 1      # new: latest checkpoints kept besides the best
   c.common.accumulation_steps = 1    # new: micro-batches per optimiser update (gradient accumulation)
   c.common.checkpoint_every_steps = 500  # new: also checkpoint every this many steps, in the background (0: epoch ends only)
-  c.common.label_smoothing = 0.1     # new: eps of the label-smoothing CE (the original hard-codes 0.1)
+  c.common.label_smoothing = 0.1     # new: eps of the label-smoothing CE (the original hard-codes 0.1; the journal's --smoothing, Mixup's targets too)
   c.common.xla_opt_level = -1        # new: XLA backend optimisation level of the jitted steps (-1: XLA's; 0: fastest compile, short runs)
+  # new (UMDR): the journal's train.py optimiser and schedule (timm's create_optimizer / create_scheduler), its argparse names
+  c.common.opt = ''                  # new (UMDR): --opt: 'sgd' = timm's SGD (Nesterov; no weight decay on biases and 1-D parameters); '': common.optim
+  c.common.sched = ''                # new (UMDR): --sched: 'cosine' or 'step', per epoch, warm-up from warmup_lr over common.warmup_epochs; '': common.scheduler
+  c.common.warmup_lr = 1e-6          # new (UMDR): --warmup-lr, where the warm-up starts
+  c.common.decay_epochs = 30.0       # new (UMDR): --decay-epochs, 'step': the rate is multiplied by decay_rate every this many epochs
+  c.common.decay_rate = 0.1          # new (UMDR): --decay-rate
+  # new (UMDR): the journal's Mixup / CutMix / ShuffleMix+ (utils/mixup.py, 'batch' mode), its argparse names and defaults
+  c.common.mixup = 0.0               # new (UMDR): --mixup, MixUp's Beta alpha; mixing is on when mixup or cutmix > 0 (the journal's default 0.8)
+  c.common.cutmix = 0.0              # new (UMDR): --cutmix, CutMix's Beta alpha
+  c.common.cutmix_minmax = ()        # new (UMDR): --cutmix-minmax (min, max) box side ratios; set: CutMix with alpha 1 and boxes from this range
+  c.common.mixup_prob = 1.0          # new (UMDR): --mixup-prob, probability that a batch is mixed at all
+  c.common.mixup_switch_prob = 0.5   # new (UMDR): --mixup-switch-prob, CutMix instead of MixUp when both are on
+  c.common.mixup_mode = 'batch'      # new (UMDR): --mixup-mode; only 'batch' (one draw per batch) is ported
+  c.common.shufflemix = 0.2          # new (UMDR): --shufflemix, ShuffleMix's Beta alpha
+  c.common.smprob = 0.3              # new (UMDR): --smprob, probability of ShuffleMix instead of MixUp (the paper's rho)
+  c.common.smixmode = 'sm'           # new (UMDR): --smixmode; only 'sm' (whole frames from the paired clip) is ported
 
   # ----------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict()
@@ -149,12 +165,16 @@ def umdr_recipe(c: ml_collections.ConfigDict, arg: str | None, where: str) -> ml
   c.common.learning_rate_min = 0.00001
   c.common.weight_decay = 0.0005
   c.common.epochs = 100
-  c.common.scheduler.name = 'cosin'    # timm's --sched cosine, whatever the YAML's scheduler says
-  c.common.scheduler.warm_up_epochs = 5
+  c.common.opt = 'sgd'                 # timm's: Nesterov, no weight decay on biases and 1-D parameters
+  c.common.sched = 'cosine'            # timm's, per epoch; the YAML's `scheduler` is never read by train.py
+  c.common.warmup_lr = 1e-6
   c.common.distill = 0.2
-  c.common.warmup_epochs = 5
+  c.common.warmup_epochs = 5           # --warmup-epochs: the lr warm-up and the distillation's
+  c.common.mixup = 0.8                 # ShuffleMix+: --smprob 0.2 --mixup 0.8 --shufflemix 0.3
+  c.common.shufflemix = 0.3
+  c.common.smprob = 0.2
   c.model.temper = 0.6
-  c.common.loss.name = 'SoftCE'        # the YAML's; without Mixup the same label-smoothing CE
+  c.common.loss.name = 'SoftCE'        # the YAML's: the smoothed (and mixed) one-hot targets' cross entropy
   c.model.Network = 'DSNV2'
   c.model.frp = False
   c.model.sample_duration = 32
@@ -162,6 +182,10 @@ def umdr_recipe(c: ml_collections.ConfigDict, arg: str | None, where: str) -> ml
   if arg == 'fusion':
     c.model.Network = 'UMDRFusion'
     c.common.distill = 0.0
+    c.common.sched = 'step'            # README: --sched step --decay-epochs 10
+    c.common.decay_epochs = 10.0
+    # train_fusion.py mixes each stream's clip with its own draw and target: not ported, so no mixing
+    c.common.mixup = 0.0
   elif arg:
     raise ValueError(f"{where}: unknown arg {arg!r} (use 'fusion' or nothing)")
   return c
@@ -194,8 +218,8 @@ def rcm_hidden(config: ml_collections.ConfigDict) -> int:
 
 def label_smoothing(config: ml_collections.ConfigDict) -> float:
   """eps of the cross entropy: `common.label_smoothing`, or 0 with `common.loss.labelsmooth` False."""
-  # 'SoftCE' (the journal's YAML files): SoftTargetCrossEntropy on Mixup's smoothed one-hot targets,
-  # which without mixing is this same label-smoothing cross entropy
+  # 'SoftCE' (the journal's YAML files): SoftTargetCrossEntropy on Mixup's smoothed one-hot targets, which
+  # without mixing is this same label-smoothing cross entropy (train/mixing.py: the mixed targets' loss)
   if config.common.loss.name not in ('CE', 'SoftCE'):
     raise ValueError(f"common.loss.name must be 'CE' (or the journal's 'SoftCE'), got {config.common.loss.name!r}")
   return float(config.common.label_smoothing) if config.common.loss.labelsmooth else 0.0

@@ -122,7 +122,7 @@ def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_key
   logging.info('parameters: %.2fM', state_lib.num_params(state.params) / 1e6)
 
   plateau = (optim.ReduceLROnPlateau(float(c.learning_rate), int(c.scheduler.patience))
-             if c.scheduler.name == 'ReduceLR' else None)
+             if optim.uses_plateau(config) else None)
   best = {'top1': -1.0, 'epoch': -1}
   epoch_sums = {}
   pending_eval = False

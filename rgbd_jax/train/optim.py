@@ -14,6 +14,14 @@ cosine to `learning_rate_min`); for `scheduler.name == 'ReduceLR'` the rate
 after warm-up is held by a host-side `ReduceLROnPlateau` and enters the step
 as a scale factor (`tx.update(..., lr_scale=...)`), so the jitted step never
 recompiles.
+
+The journal (UMDR) builds both with timm 0.6 instead (`common.opt`, `common.sched`):
+`create_optimizer` with `--opt sgd` is torch's SGD with `nesterov=True` over two
+parameter groups, weight decay 0 for every parameter with at most one dimension or
+a name ending in `.bias` (norm scales, biases), `weight_decay` for the rest
+(`no_weight_decay_mask`); the step is then d = g (+ wd * p), buf = momentum * buf + d,
+p -= lr * (d + momentum * buf), which is optax's trace with nesterov=True.
+`create_scheduler` gives one rate per epoch (`timm_epoch_rates`).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from rgbd_jax.models import build
@@ -52,9 +61,67 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+TIMM_SCHEDULES = ('cosine', 'step')
+
+
+def timm_epoch_rates(config: ml_collections.ConfigDict) -> np.ndarray:
+  """The learning rate each epoch trains at under the journal's timm scheduler (`common.sched`), float64.
+
+  timm's rate for index t: warm-up `warmup_lr + t * (lr - warmup_lr) / warmup_epochs` while
+  t < `warmup_epochs`; then 'cosine' (one cycle of `epochs`, t not shifted by the warm-up):
+  `min_lr + (lr - min_lr) * (1 + cos(pi * t / epochs)) / 2`, or 'step':
+  `lr * decay_rate ** (t // decay_epochs)`. The journal's train.py sets the warm-up start at
+  construction and calls `scheduler.step(epoch)` after each epoch, so epoch e trains at
+  index max(e - 1, 0): epochs 0 and 1 both at `warmup_lr`.
+  """
+  c = config.common
+  if c.sched not in TIMM_SCHEDULES:
+    raise ValueError(f"common.sched must be '' (common.scheduler) or one of {TIMM_SCHEDULES}, got {c.sched!r}")
+  base, start, warm = float(c.learning_rate), float(c.warmup_lr), int(c.warmup_epochs)
+  epochs = int(c.epochs)
+  if epochs < 1:
+    raise ValueError(f'common.epochs must be >= 1, got {epochs}')
+
+  def rate(t: int) -> float:
+    if t < warm:
+      return start + t * ((base - start) / warm)
+    if c.sched == 'cosine':
+      low = float(c.learning_rate_min)
+      return low + 0.5 * (base - low) * (1 + math.cos(math.pi * t / epochs)) if t < epochs else low
+    return base * (float(c.decay_rate) ** (t // float(c.decay_epochs)))
+
+  return np.array([rate(max(e - 1, 0)) for e in range(epochs)], np.float64)
+
+
+def _per_epoch_schedule(rates: np.ndarray, steps_per_epoch: int) -> Callable[[Any], Any]:
+  table = jnp.asarray(rates, dtype=jnp.result_type(float))  # float64 under x64, as the original's Python floats
+
+  def schedule(count):
+    epoch = jnp.minimum(jnp.asarray(count) // steps_per_epoch, len(rates) - 1)
+    return table[epoch]
+  return schedule
+
+
+def uses_plateau(config: ml_collections.ConfigDict) -> bool:
+  """Whether the loop holds a ReduceLROnPlateau (the conference's schedule for IsoGD)."""
+  return not config.common.sched and config.common.scheduler.name == 'ReduceLR'
+
+
+def no_weight_decay_mask(params: Any) -> Any:
+  """True where timm's `param_groups_weight_decay` decays: more than one dimension and not a bias.
+
+  Our leaves have the original's number of dimensions (Dense and conv kernels, cls tokens and
+  position embeddings as torch has them), and the biases are the leaves named 'bias'.
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: p.ndim > 1 and getattr(path[-1], 'key', None) != 'bias', params)
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict,
                            steps_per_epoch: int) -> Callable[[Any], Any]:
   """Learning rate per optimiser step (count starts at 0).
+
+  With `common.sched` set: the journal's timm rate of the step's epoch (`timm_epoch_rates`).
 
   Linear warm-up from 1e-8 to `learning_rate` over `warm_up_epochs` epochs,
   then, for the 'cosin' scheduler, cosine annealing to `learning_rate_min` at
@@ -62,11 +129,13 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   `ReduceLROnPlateau` scales it from outside).
   """
   c = config.common
+  if steps_per_epoch < 1:
+    raise ValueError(f'steps_per_epoch must be >= 1, got {steps_per_epoch}')
+  if c.sched:
+    return _per_epoch_schedule(timm_epoch_rates(config), steps_per_epoch)
   name = c.scheduler.name
   if name not in ('cosin', 'ReduceLR'):
     raise ValueError(f"common.scheduler.name must be 'cosin' or 'ReduceLR', got {name!r}")
-  if steps_per_epoch < 1:
-    raise ValueError(f'steps_per_epoch must be >= 1, got {steps_per_epoch}')
   base = float(c.learning_rate)
   warm = int(c.scheduler.warm_up_epochs) * steps_per_epoch
   total = max(int(c.epochs) * steps_per_epoch, warm + 1)
@@ -106,6 +175,38 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
               else optax.constant_schedule(float(learning_rate)))
   clip = float(config.model.grad_clip)
   parts = [clip_by_global_norm_torch(clip)] if clip > 0 else []
+  if c.opt:
+    tx = _timm_sgd(config, parts, schedule)
+  else:
+    tx = _torch_optimizer(config, parts, schedule)
+  frozen = build.network(config).frozen
+  if frozen:
+    # streams the original never trains: their updates (weight decay included) are zero
+    mask = lambda params: {k: any(k.startswith(p) for p in frozen) for k in params}
+    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), mask))
+  if k == 1:
+    return tx, schedule
+  # Gradient accumulation: the mean gradient of k micro-batches, one update every k steps (the
+  # state's step counts micro-batches; the lr of micro-step s is that of update s // k).
+  return optax.MultiSteps(tx, every_k_schedule=k), lambda step: schedule(step // k)
+
+
+def _timm_sgd(config, clip: list, schedule) -> optax.GradientTransformation:
+  """timm's `--opt sgd`: the decay on the tree (it needs each leaf's shape), the momentum on one flat vector."""
+  c = config.common
+  if c.opt != 'sgd':
+    raise ValueError(f"common.opt must be '' (common.optim) or 'sgd' (the journal's timm SGD), got {c.opt!r}")
+  return optax.chain(
+      *clip,
+      optax.add_decayed_weights(float(c.weight_decay), mask=no_weight_decay_mask),
+      optax.flatten(optax.chain(optax.trace(decay=float(c.momentum), nesterov=True),
+                                optax.scale_by_schedule(lambda count: -schedule(count)))),
+      scale_by_lr_scale())
+
+
+def _torch_optimizer(config, parts: list, schedule) -> optax.GradientTransformation:
+  """The conference's torch optimisers (`common.optim`), as tools/train.py builds them."""
+  c = config.common
   if c.optim == 'SGD':
     parts += [optax.add_decayed_weights(float(c.weight_decay)),
               optax.trace(decay=float(c.momentum), nesterov=False)]
@@ -123,17 +224,7 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   parts.append(scale_by_lr_scale())
   # One flat vector instead of a few hundred leaves: the same arithmetic, but the training
   # step's program (and its compile time) shrinks by about a third.
-  tx = optax.flatten(optax.chain(*parts))
-  frozen = build.network(config).frozen
-  if frozen:
-    # streams the original never trains: their updates (weight decay included) are zero
-    mask = lambda params: {k: any(k.startswith(p) for p in frozen) for k in params}
-    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), mask))
-  if k == 1:
-    return tx, schedule
-  # Gradient accumulation: the mean gradient of k micro-batches, one update every k steps (the
-  # state's step counts micro-batches; the lr of micro-step s is that of update s // k).
-  return optax.MultiSteps(tx, every_k_schedule=k), lambda step: schedule(step // k)
+  return optax.flatten(optax.chain(*parts))
 
 
 def scale_by_lr_scale() -> optax.GradientTransformationExtraArgs:
