@@ -198,7 +198,9 @@ class Recognizer:
 
   def __init__(self, config: ml_collections.ConfigDict, variables: dict[str, Any], *,
                epoch: int | None = None, class_names: class_names_lib.ClassNames | None = None,
-               source: str = 'variables'):
+               source: str = 'variables', stream_epochs: dict[str, int | None] | None = None):
+    """`stream_epochs`: UMDRFusion's frozen streams' epochs (each stream's temperature;
+    `build.build_model`), as a converted directory records them; None: the config's rule."""
     self.config = config
     self.kind = build.network(config)
     self.streams = layouts.streams(config)
@@ -214,12 +216,13 @@ class Recognizer:
       raise ValueError(f'{self.class_names.source} names {len(self.class_names)} classes, but the '
                        f'checkpoint has {self.num_classes}')
     self.source = source
-    self.model = build.build_model(config)
+    self.stream_epochs = stream_epochs
+    self.model = build.build_model(config, stream_epochs)
     # One device, placed as evaluation places its arrays (a mesh, replicated variables, the batch on
     # the 'data' axis): on a one-device machine predict and evaluate then share their compilations.
     self._mesh = Mesh(np.asarray(jax.local_devices()[:1]), (parallel.DATA_AXIS,))
     self.variables = jax.device_put(variables, parallel.replicated(self._mesh))
-    self._forward = evaluation.jit_named_logits_step(config)
+    self._forward = evaluation.jit_named_logits_step(config, stream_epochs)
     self._hp = steps.hparams(self.temperature, 0.0)
     self._explainer = None
     logging.info('%s: %s network, %d classes (names: %s), temperature %.5f (%s)', source,
@@ -239,11 +242,11 @@ class Recognizer:
     if not os.path.exists(path):
       raise FileNotFoundError(f'checkpoint not found: {path}')
     is_workdir = os.path.isdir(os.path.join(path, checkpoint.CHECKPOINTS_DIR))
-    config, variables, saved_epoch, what = evaluation.source_variables(
+    config, variables, saved_epoch, what, stream_epochs = evaluation.source_variables(
         path if is_workdir else '', '' if is_workdir else path, which, config)
     names = class_names_lib.for_config(config, labels)
     return cls(config, variables, epoch=saved_epoch if epoch is None else epoch, class_names=names,
-               source=what)
+               source=what, stream_epochs=stream_epochs)
 
   # ---------------------------------------------------------------------------- inputs
 
@@ -323,7 +326,7 @@ class Recognizer:
     """Pictures of the single-view (1x1) clip with the Grad-CAM of the predicted class."""
     from rgbd_jax.train import visualize  # pylint: disable=g-import-not-at-top  # matplotlib when asked
     if self._explainer is None:
-      self._explainer = visualize.explainer(self.config)
+      self._explainer = visualize.explainer(self.config, self.stream_epochs)
     record = source.records[0]
     clip = evaluation.view_clips(self.config, source, record, 0, 0, views_lib.Views())
     batch = {key: value[None] for key, value in clip.items()}

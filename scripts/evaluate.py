@@ -4,7 +4,8 @@ r"""Evaluates a checkpoint on the validation split and prints its top-1 accuraci
     python scripts/evaluate.py --workdir runs/synthetic --which latest
     python scripts/evaluate.py --checkpoint model_best.pth.tar --config configs/ntu.py \
         --config.common.data=... --config.common.splits=...             # an original checkpoint
-    python scripts/evaluate.py --checkpoint converted/                  # a converted one
+    python scripts/evaluate.py --checkpoint converted/                  # a converted one (also the
+                                                                        # journal fusion's three files in one)
 
 The last line printed is one JSON object with at least `top1` (the merged
 logits) and the other named accuracies. `--save_output` writes per-video
@@ -15,7 +16,8 @@ logits (npz: names, logits, labels, preds), like the original's option.
 
 `--views CxS` adds a pass over C temporal clips x S spatial crops per video with
 the scores averaged (see rgbd_jax/data/views.py): `multiview_top1` (and the other
-`multiview_*`) beside the single-view accuracies, which are unchanged.
+`multiview_*`) beside the single-view accuracies, which for odd C and S are read off
+the middle view of that pass (the single-view clip) instead of a second pass.
 `--vis DIR` draws the `--vis_count` videos whose true class got the lowest
 probability: frames, FRP heatmap, Grad-CAM of the predicted class, top-k.
 """
@@ -40,7 +42,8 @@ _SAVE_OUTPUT = flags.DEFINE_bool(
     'save_output', False, 'Write per-video logits to <workdir or .>/<type>-output.npz.')
 _OUTPUT = flags.DEFINE_string('output', '', 'Where --save_output writes (overrides the default path).')
 _VIEWS = flags.DEFINE_string('views', None, 'CxS: also evaluate C temporal clips x S spatial crops per video, '
-                             'scores averaged (e.g. 3x3); the single-view results are reported unchanged.')
+                             'scores averaged (e.g. 3x3); the single-view results are reported beside them (for odd C and S '
+                             'from the middle view of the same pass).')
 _VIS = flags.DEFINE_string('vis', '', 'Write pictures of the worst-classified videos into this folder.')
 _VIS_COUNT = flags.DEFINE_integer('vis_count', 8, 'How many videos --vis draws.')
 _LABELS = flags.DEFINE_string('labels', '', "Class names for --vis, one per line (default: the dataset's list).")

@@ -100,8 +100,9 @@ def test_fusion_round_trip_through_the_three_checkpoints(tmp_path):
     umdr_import.load_checkpoint(str(tmp_path / 'fusion.pth.tar'), base)
   base.model.rgb_checkpoint = str(tmp_path / 'rgb.pth.tar')
   base.model.depth_checkpoint = str(tmp_path / 'depth.pth.tar')
-  loaded_config, loaded = umdr_import.load_checkpoint(str(tmp_path / 'fusion.pth.tar'), base)
-  assert loaded_config.model.Network == 'UMDRFusion' and loaded_config.model.stream_epoch == 39
+  loaded_config, loaded, info = umdr_import.load_checkpoint(str(tmp_path / 'fusion.pth.tar'), base)
+  assert loaded_config.model.Network == 'UMDRFusion' and loaded_config.model.stream_epoch == -1
+  assert info['stream_epochs'] == {'rgb': 39, 'depth': 39} and info['trained_epoch'] == 0
   assert (loaded_config.model.scc_depth, loaded_config.model.tcc_depth, loaded_config.model.num_classes) == (1, 3, 4)
   jax.tree.map(np.testing.assert_array_equal, loaded, variables)
   with pytest.raises(ValueError, match='give them as model.rgb_checkpoint and model.depth_checkpoint'):

@@ -213,12 +213,19 @@ def load_torch_checkpoint_with_info(path: str, config: ml_collections.ConfigDict
                                     ) -> tuple[ml_collections.ConfigDict, dict, dict[str, Any]]:
   """`load_torch_checkpoint` and what the file says of the weights (`checkpoint.load_info`'s keys)."""
   state_dict, meta = read_state_dict(path)
+  return from_state_dict(state_dict, meta, config, dtype, path)
+
+
+def from_state_dict(state_dict: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+                    config: ml_collections.ConfigDict, dtype: Any = None, where: str = 'checkpoint'
+                    ) -> tuple[ml_collections.ConfigDict, dict, dict[str, Any]]:
+  """(config with the architecture of `state_dict`, its variables, info) of a read checkpoint."""
   found = torch_layout.infer_architecture(state_dict)
-  logging.info('%s: architecture read from the tensors: %s', path,
+  logging.info('%s: architecture read from the tensors: %s', where,
                ', '.join(f'{k}={v}' for k, v in found.items()))
   config = torch_layout.apply_architecture(config, found)
   info = checkpoint_info(state_dict, meta)
-  logging.info('%s: %s network, %d tensors%s', path, config.model.Network, len(state_dict),
+  logging.info('%s: %s network, %d tensors%s', where, config.model.Network, len(state_dict),
                ''.join(f', {k} {info[k]}' for k in ('trained_epoch', 'best_top1') if info[k] is not None))
   target = build.variable_shapes(config)
   variables = state_dict_to_variables(state_dict, target, dtype or np.dtype(build.param_dtype(config)))

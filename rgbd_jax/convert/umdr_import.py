@@ -6,7 +6,8 @@ load) and the fusion network's (`CrossFusionNet`, its own keys only). The
 port holds them in one tree, the streams under `Modalit_rgb` /
 `Modalit_depth`:
 
-    config, variables = load_checkpoint('fusion.pth.tar', config)   # streams from config.model.*_checkpoint
+    config, variables, info = load_checkpoint('fusion.pth.tar', config)   # streams from config.model.*_checkpoint
+    model = build.build_model(config, info['stream_epochs'])             # each stream at its own epoch
     fusion, rgb, depth = umdr_layout.split_fusion_state_dict(variables_to_state_dict(variables, config))
 
 Any other checkpoint goes through `torch_import` unchanged.
@@ -47,29 +48,29 @@ def merge_fusion(fusion: Mapping[str, np.ndarray], rgb: Mapping[str, np.ndarray]
 
 
 def load_checkpoint(path: str, config: ml_collections.ConfigDict, dtype: Any = None
-                    ) -> tuple[ml_collections.ConfigDict, dict]:
-  """(config with the checkpoint's architecture, variables) of any original checkpoint.
+                    ) -> tuple[ml_collections.ConfigDict, dict, dict[str, Any]]:
+  """(config with the checkpoint's architecture, variables, info) of any original checkpoint.
 
   A journal fusion checkpoint brings its streams from `model.rgb_checkpoint`
-  and `model.depth_checkpoint`; their epoch sets `model.stream_epoch` (the
-  streams' sharpness temperature, as FeatureCapter does) unless it is set.
+  and `model.depth_checkpoint` (their files are not needed afterwards: the
+  variables hold all three). `info` is what the files say of the weights
+  (`checkpoint.load_info`'s keys, of the fusion network's own file; the BatchNorm
+  counters of all three) and, for the fusion, `stream_epochs` (stream -> the
+  epoch that trained it: its file's epoch - 1, whose temperature FeatureCapter
+  runs it at; `build.build_model(config, info['stream_epochs'])`),
+  `stream_best_top1` and `stream_checkpoints` (the paths read).
   """
   state_dict, meta = torch_import.read_state_dict(path)
-  if umdr_layout.looks_like(state_dict) == 'UMDRFusion-only':
-    rgb, rgb_meta = _stream(config.model.rgb_checkpoint, 'rgb')
-    depth, depth_meta = _stream(config.model.depth_checkpoint, 'depth')
-    state_dict = merge_fusion(state_dict, rgb, depth)
-    epochs = [m['epoch'] for m in (rgb_meta, depth_meta) if 'epoch' in m]
-    if epochs and int(config.model.stream_epoch) < 0:
-      if len(set(epochs)) > 1:
-        logging.warning('the rgb and depth checkpoints were saved at epochs %s: the original gives each stream '
-                        'its own temperature, this port one; using the rgb stream\'s', epochs)
-      config = config.copy_and_resolve_references()
-      config.model.stream_epoch = int(epochs[0]) - 1  # FeatureCapter: args.epoch = checkpoint epoch - 1
-  found = torch_layout.infer_architecture(state_dict)
-  logging.info('%s: architecture read from the tensors: %s', path, ', '.join(f'{k}={v}' for k, v in found.items()))
-  config = torch_layout.apply_architecture(config, found)
-  target = build.variable_shapes(config)
-  variables = torch_import.state_dict_to_variables(state_dict, target,
-                                                   dtype or np.dtype(build.param_dtype(config)))
-  return config, variables
+  if umdr_layout.looks_like(state_dict) != 'UMDRFusion-only':
+    return torch_import.from_state_dict(state_dict, meta, config, dtype, path)
+  streams = {what: _stream(config.model[f'{what}_checkpoint'], what) for what in build.STREAMS}
+  state_dict = merge_fusion(state_dict, streams['rgb'][0], streams['depth'][0])
+  config, variables, info = torch_import.from_state_dict(state_dict, meta, config, dtype, path)
+  stream_info = {what: torch_import.checkpoint_info({}, m) for what, (_, m) in streams.items()}
+  info['stream_epochs'] = {what: i['trained_epoch'] for what, i in stream_info.items()}
+  info['stream_best_top1'] = {what: i['best_top1'] for what, i in stream_info.items()}
+  info['stream_checkpoints'] = {what: str(config.model[f'{what}_checkpoint']) for what in build.STREAMS}
+  used = dict(zip(build.STREAMS, build.stream_epochs(config, info['stream_epochs'])))
+  logging.info('%s: streams from %s, trained through epochs %s: run at the temperatures of epochs %s', path,
+               ' and '.join(info['stream_checkpoints'].values()), info['stream_epochs'], used)
+  return config, variables, info

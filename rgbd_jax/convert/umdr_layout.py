@@ -148,6 +148,11 @@ def umdr_fusion_entries(config: ml_collections.ConfigDict) -> Iterator[Triple]:
 ENTRIES = {'DSNV2': lambda config: dsnv2_entries('', config), 'UMDRFusion': umdr_fusion_entries}
 
 
+def streams_in_own_files(network: str) -> bool:
+  """Whether the original keeps a network's streams in checkpoints of their own (train_fusion.py does)."""
+  return network == 'UMDRFusion'
+
+
 def split_fusion_state_dict(state_dict: Mapping[str, np.ndarray]
                             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
   """A UMDRFusion state_dict as the original's three checkpoints: (fusion, rgb stream, depth stream)."""

@@ -83,14 +83,35 @@ def _dsnv2(config: ml_collections.ConfigDict, num_classes: int | None = None) ->
                   parent=None)
 
 
-def _umdr_fusion(config: ml_collections.ConfigDict) -> UMDRFusion:
+STREAMS = ('rgb', 'depth')
+
+
+def stream_epochs(config: ml_collections.ConfigDict, recorded: Mapping[str, int | None] | None = None
+                  ) -> tuple[int, int]:
+  """UMDRFusion: the (rgb, depth) epochs whose sharpness temperatures the frozen streams run at.
+
+  As FeatureCapter: each stream at its own checkpoint's epoch - 1 (`recorded`: stream -> the epoch
+  that trained it, as the converter records it in info.json), unless model.stream_epoch >= 0 sets
+  both; a stream with nothing recorded gets common.epochs - 1.
+  """
+  if int(config.model.stream_epoch) >= 0:
+    return int(config.model.stream_epoch), int(config.model.stream_epoch)
+  recorded = recorded or {}
+  unknown = set(recorded) - set(STREAMS)
+  if unknown:
+    raise ValueError(f'stream epochs are recorded for {sorted(recorded)}; the streams are {STREAMS}')
+  default = int(config.common.epochs) - 1
+  return tuple(default if recorded.get(s) is None else int(recorded[s]) for s in STREAMS)
+
+
+def _umdr_fusion(config: ml_collections.ConfigDict,
+                 recorded_stream_epochs: Mapping[str, int | None] | None = None) -> UMDRFusion:
   m = config.model
-  stream_epoch = int(m.stream_epoch) if int(m.stream_epoch) >= 0 else int(config.common.epochs) - 1
+  temps = tuple(sharpness_temperature(config, e) for e in stream_epochs(config, recorded_stream_epochs))
   return UMDRFusion(num_classes=configs.num_classes(config), stream=_dsnv2(config),
                     scc_depth=int(m.scc_depth), tcc_depth=int(m.tcc_depth), heads=int(m.heads),
                     dim_head=int(m.dim_head), mlp_dim=int(m.mlp_dim), dropout=float(m.dropout),
-                    stream_temp=sharpness_temperature(config, stream_epoch),
-                    dtype=compute_dtype(config), param_dtype=param_dtype(config))
+                    stream_temps=temps, dtype=compute_dtype(config), param_dtype=param_dtype(config))
 
 
 def _dsnv2_distill_weight(config: ml_collections.ConfigDict, epoch: int) -> float:
@@ -159,6 +180,8 @@ class NetworkKind:
   distill_weight: Callable[[ml_collections.ConfigDict, int], float] | None = None
   # new (UMDR): variable prefixes the original never trains (frozen streams: no gradient, no weight decay)
   frozen: tuple[str, ...] = ()
+  # new (UMDR): (config, {stream: epoch}) -> the network with each frozen stream at its own epoch's temperature
+  build_with_stream_epochs: Callable[[ml_collections.ConfigDict, Mapping[str, Any]], Any] | None = None
 
   @property
   def input_keys(self) -> tuple[str, ...]:
@@ -181,7 +204,8 @@ NETWORKS: dict[str, NetworkKind] = {
                               _umdr_fusion_logits, _umdr_fusion_losses,
                               stream_checkpoints=(('Modalit_rgb.', 'rgb_checkpoint'),
                                                   ('Modalit_depth.', 'depth_checkpoint')),
-                              frozen=('Modalit_rgb', 'Modalit_depth')),
+                              frozen=('Modalit_rgb', 'Modalit_depth'),
+                              build_with_stream_epochs=_umdr_fusion),
 }
 
 
@@ -193,9 +217,19 @@ def network(config: ml_collections.ConfigDict) -> NetworkKind:
   return NETWORKS[name]
 
 
-def build_model(config: ml_collections.ConfigDict):
-  """The flax module of `config.model.Network`."""
-  return network(config).build(config)
+def build_model(config: ml_collections.ConfigDict,
+                stream_epochs: Mapping[str, int | None] | None = None):
+  """The flax module of `config.model.Network`.
+
+  `stream_epochs` (networks with frozen streams of their own checkpoints: UMDRFusion): stream ->
+  the epoch that trained it, for its temperature (see `stream_epochs`); None: the config's rule.
+  """
+  kind = network(config)
+  if stream_epochs is None:
+    return kind.build(config)
+  if kind.build_with_stream_epochs is None:
+    raise ValueError(f'{kind.name} has no streams at epochs of their own: stream_epochs does not apply')
+  return kind.build_with_stream_epochs(config, stream_epochs)
 
 
 def dummy_inputs(config: ml_collections.ConfigDict, batch: int = 1, size: int = MIN_SIZE,

@@ -148,9 +148,10 @@ def prepare(checkpoint: str, config: ml_collections.ConfigDict, x64: bool):
   config = config.copy_and_resolve_references()
   if x64:
     config.model.dtype = 'float64'
-  # the journal fusion's own checkpoint brings its streams from model.rgb_checkpoint / depth_checkpoint
-  config, variables = umdr_import.load_checkpoint(checkpoint, config)
-  return config, build.build_model(config), variables
+  # the journal fusion's own checkpoint brings its streams from model.rgb_checkpoint / depth_checkpoint,
+  # each run at the temperature of its own file's epoch
+  config, variables, info = umdr_import.load_checkpoint(checkpoint, config)
+  return config, build.build_model(config, info.get('stream_epochs')), variables
 
 
 @contextlib.contextmanager

@@ -1,9 +1,10 @@
 """Evaluation: one pass over the validation split, and `scripts/evaluate.py`'s entry point.
 
-With `views` (`--views CxS`, see rgbd_jax.data.views) a second pass takes C temporal clips x S
-spatial crops of every video and averages each named logit sum over them: `multiview_top1` and
-the other `multiview_*` accuracies are reported beside the single-view ones (the original
-protocol, unchanged). `named_logits_step` is the forward pass that pass and `rgbd_jax.predict` run.
+With `views` (`--views CxS`, see rgbd_jax.data.views) a pass takes C temporal clips x S spatial
+crops of every video and averages each named logit sum over them: `multiview_top1` and the other
+`multiview_*` accuracies are reported beside the single-view ones (the original protocol). For odd
+C and S the middle view is the single-view clip, and the single-view results are taken from it
+instead of a second pass. `named_logits_step` is the forward pass that pass and `rgbd_jax.predict` run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import functools
 import math
@@ -34,6 +35,7 @@ from rgbd_jax.data import splits
 from rgbd_jax.data import views as views_lib
 from rgbd_jax import checkpoint
 from rgbd_jax.models import build
+from rgbd_jax.models import losses as losses_lib
 from rgbd_jax.models.build import build_model, sharpness_temperature
 from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax.train import metrics as metrics_lib
@@ -95,19 +97,23 @@ def named_logits_step(variables: dict[str, Any], batch: dict[str, jax.Array], hp
   return {'logits': logits, **{k: batch[k] for k in ('label', 'mask', 'index') if k in batch}}
 
 
-def jit_named_logits_step(config: ml_collections.ConfigDict):
+def jit_named_logits_step(config: ml_collections.ConfigDict,
+                          stream_epochs: dict[str, int | None] | None = None):
   """`named_logits_step` jitted: (variables, batch, hparams) -> named logits.
 
-  One jitted function per config (cached on its JSON), so the multi-view evaluation and every
-  `Recognizer` of the same network share its compilations: one per input shape.
+  One jitted function per config and stream epochs (`build.build_model`; cached on the config's
+  JSON), so the multi-view evaluation and every `Recognizer` of the same network share its
+  compilations: one per input shape.
   """
-  return _named_logits_fn(configs.to_json(config))
+  key = None if stream_epochs is None else tuple(sorted(stream_epochs.items()))
+  return _named_logits_fn(configs.to_json(config), key)
 
 
 @functools.lru_cache(maxsize=8)
-def _named_logits_fn(config_json: str):
+def _named_logits_fn(config_json: str, stream_epochs: tuple[tuple[str, int | None], ...] | None):
   config = configs.from_json(config_json)
-  return jax.jit(functools.partial(named_logits_step, model=build_model(config), config=config),
+  model = build_model(config, None if stream_epochs is None else dict(stream_epochs))
+  return jax.jit(functools.partial(named_logits_step, model=model, config=config),
                  compiler_options=compile_options.compiler_options(int(config.common.xla_opt_level)))
 
 
@@ -167,13 +173,15 @@ def evaluation_clip_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 def evaluate_views(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh, logits_fn,
                    temp: float, views: views_lib.Views | str, progress: bool = True
-                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                   ) -> tuple[dict[str, Any], dict[str, np.ndarray], SingleView | None]:
   """The multi-view pass: per video, each named logit sum averaged over the views.
 
-  `logits_fn` is `jit_named_logits_step(config)`. Returns (metrics, arrays): `views` ('CxS'),
+  `logits_fn` is `jit_named_logits_step(config)`. Returns (metrics, arrays, single): `views` ('CxS'),
   `multiview_<name>` top-1 of each named logits ('multiview_top1' the headline),
   `multiview_num_examples`; arrays `logits` (the averaged headline logits), `labels`, `preds` and
-  `index` (split-file rows) of the videos with at least one view loaded.
+  `index` (split-file rows) of the videos with at least one view loaded. For odd C and S the middle
+  view is the single-view clip: `single` is then `evaluate`'s (metrics, arrays) from its logits
+  (`single_view_results`), else None.
   """
   views = views_lib.parse(views)
   source = sources.make_source(config, 'valid')
@@ -185,40 +193,97 @@ def evaluate_views(config: ml_collections.ConfigDict, variables: dict[str, Any],
       grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
   hp = steps.hparams(temp, 0.0)
   n = len(source.records)
+  middle = middle_view(views)
   sums: dict[str, np.ndarray] = {}
+  single: dict[str, np.ndarray] = {}
   seen = np.zeros((n,), np.int64)
+  single_seen = np.zeros((n,), bool)
   bar = tqdm.tqdm(total=len(make), desc=f'evaluate {views} views', leave=False, dynamic_ncols=True,
                   disable=not progress or jax.process_index() != 0)
   try:
     for batch in batches:
       out = parallel.to_host(logits_fn(variables, parallel.shard_batch(batch, mesh), hp))
       keep = np.asarray(out['mask'], bool)
-      videos = np.asarray(out['index'])[keep] // len(views)
+      items = np.asarray(out['index'])[keep]
+      videos = items // len(views)
+      is_middle = items % len(views) == middle if middle is not None else np.zeros_like(keep[keep])
       for name, logits in out['logits'].items():
         acc = sums.setdefault(name, np.zeros((n, logits.shape[-1]), np.float64))
         np.add.at(acc, videos, np.asarray(logits, np.float64)[keep])
+        if is_middle.any():
+          rows = single.setdefault(name, np.zeros((n, logits.shape[-1]), np.float32))
+          rows[videos[is_middle]] = np.asarray(logits, np.float32)[keep][is_middle]
       np.add.at(seen, videos, 1)
+      single_seen[videos[is_middle]] = True
       bar.update(1)
   finally:
     bar.close()
   done = seen > 0
   if not done.any():
     raise ValueError('the multi-view evaluation loaded no video')
-  labels = np.asarray([r.label for r in source.records], np.int64)[done]
+  all_labels = np.asarray([r.label for r in source.records], np.int64)
+  rows = np.asarray([r.row for r in source.records], np.int32)
+  labels = all_labels[done]
   mean = {name: acc[done] / seen[done, None] for name, acc in sums.items()}
   metrics: dict[str, Any] = {'views': str(views)}
   for name, logits in mean.items():
     metrics[f'multiview_{name}'] = float(np.mean(np.argmax(logits, -1) == labels))
   metrics['multiview_num_examples'] = int(done.sum())
   arrays = {'logits': mean['top1'].astype(np.float32), 'labels': labels.astype(np.int32),
-            'preds': np.argmax(mean['top1'], -1).astype(np.int32),
-            'index': np.asarray([r.row for r in source.records], np.int32)[done]}
+            'preds': np.argmax(mean['top1'], -1).astype(np.int32), 'index': rows[done]}
+  if middle is None:
+    return metrics, arrays, None
+  if not single_seen.any():
+    raise ValueError('the multi-view evaluation loaded no middle view (the single-view clip) of any video')
+  middle_logits = {name: v[single_seen] for name, v in single.items()}
+  return metrics, arrays, single_view_results(config, middle_logits, all_labels[single_seen], rows[single_seen])
+
+
+SingleView = tuple[dict[str, Any], dict[str, np.ndarray]]
+
+
+def middle_view(views: views_lib.Views) -> int | None:
+  """The position (clip-major) of the view that is the single-view clip, for odd C and S; else None.
+
+  rgbd_jax.data.views: temporal clip C // 2 of odd C takes the evaluation sampling's frames, crop
+  S // 2 of odd S is the evaluation's centre crop.
+  """
+  if views.clips % 2 == 0 or views.crops % 2 == 0:
+    return None
+  return (views.clips // 2) * views.crops + views.crops // 2
+
+
+def single_view_results(config: ml_collections.ConfigDict, logits: dict[str, np.ndarray], labels: np.ndarray,
+                        rows: np.ndarray) -> SingleView:
+  """`evaluate`'s (metrics, arrays) from each video's single-view named logits (float32, 'top1' first).
+
+  The accuracies, predictions and logits are exactly `evaluate`'s for the same logits; its `ce_loss`
+  (the label-smoothing CE of the headline logits, float32) is summed in another order: equal to
+  float32 rounding.
+  """
+  labels = np.asarray(labels, np.int64)
+  metrics: dict[str, Any] = {name: float(np.mean(np.argmax(v, -1) == labels)) for name, v in logits.items()}
+  ce = losses_lib.label_smoothing_ce(jnp.asarray(logits['top1']), jnp.asarray(labels, jnp.int32),
+                                     eps=configs.label_smoothing(config))
+  metrics['ce_loss'] = float(ce)
+  metrics['num_examples'] = int(len(labels))
+  arrays = {'labels': labels.astype(np.int32), 'preds': np.argmax(logits['top1'], -1).astype(np.int32),
+            'logits': np.asarray(logits['top1'], np.float32), 'index': np.asarray(rows, np.int32)}
   return metrics, arrays
 
 
+class Weights(NamedTuple):
+  """What to evaluate: `source_variables`' answer."""
+  config: ml_collections.ConfigDict
+  variables: dict[str, Any]
+  epoch: int | None                        # the epoch that trained the weights (None: unknown)
+  what: str                                # in words, for the logs
+  stream_epochs: dict[str, int] | None = None  # UMDRFusion: each frozen stream's epoch (build.stream_epochs)
+
+
 def source_variables(workdir: str, checkpoint_path: str, which: str,
-                      config: ml_collections.ConfigDict | None):
-  """(config, variables, epoch that trained the weights or None, description) of what to evaluate."""
+                     config: ml_collections.ConfigDict | None) -> Weights:
+  """The config, variables and epochs of a training workdir, converted directory or original .pth.tar."""
   if workdir:
     if checkpoint_path:
       raise ValueError('give either --workdir or --checkpoint, not both')
@@ -231,19 +296,22 @@ def source_variables(workdir: str, checkpoint_path: str, which: str,
       ckpts.close()
     saved = checkpoint.read_config(workdir)
     epoch = int(meta['trained_epoch'])
-    return (config or saved, {'params': state['params'], 'batch_stats': state['batch_stats']},
-            epoch, f'{which} checkpoint of {workdir} (step {meta["step"]}, epoch {epoch})')
+    return Weights(config or saved, {'params': state['params'], 'batch_stats': state['batch_stats']},
+                   epoch, f'{which} checkpoint of {workdir} (step {meta["step"]}, epoch {epoch})')
   if not checkpoint_path:
     raise ValueError('give --workdir (a training run) or --checkpoint (a .pth.tar or converted dir)')
   if os.path.isdir(checkpoint_path):
     saved, variables = checkpoint.load_variables(checkpoint_path, which)
-    epoch = checkpoint.load_info(checkpoint_path, which)['trained_epoch']
-    return config or saved, variables, epoch, f'checkpoint {checkpoint_path}'
+    info = checkpoint.load_info(checkpoint_path, which)
+    return Weights(config or saved, variables, info['trained_epoch'], f'checkpoint {checkpoint_path}',
+                   info.get('stream_epochs'))
   if config is None:
     raise ValueError(f'--checkpoint {checkpoint_path} is a PyTorch file: give --config for its dataset')
-  from rgbd_jax.convert import torch_import  # pylint: disable=g-import-not-at-top
-  config, variables, info = torch_import.load_torch_checkpoint_with_info(checkpoint_path, config)
-  return config, variables, info['trained_epoch'], f'PyTorch checkpoint {checkpoint_path}'
+  from rgbd_jax.convert import umdr_import  # pylint: disable=g-import-not-at-top
+  # the journal fusion's own file brings its streams from model.rgb_checkpoint / depth_checkpoint
+  config, variables, info = umdr_import.load_checkpoint(checkpoint_path, config)
+  return Weights(config, variables, info['trained_epoch'], f'PyTorch checkpoint {checkpoint_path}',
+                 info.get('stream_epochs'))
 
 
 def run(*, workdir: str = '', checkpoint_path: str = '', which: str = 'best',
@@ -256,13 +324,14 @@ def run(*, workdir: str = '', checkpoint_path: str = '', which: str = 'best',
   rgbd_jax.checkpoint) defaults to the epoch that trained the weights, as the
   original's `--eval_only` does. Without sharpness the temperature is 1 and no
   epoch is needed. `views` ('CxS') adds the multi-view pass (`evaluate_views`);
+  for odd C and S the single-view results are its middle view's (no second pass).
   `vis_dir` receives pictures (`rgbd_jax.train.visualize`) of the `vis_count`
   videos whose true class got the lowest probability, class names from
   `labels` (a file) or the dataset's list.
   """
   parallel.initialize_from_env()
   checkpoint.quiet_orbax_logs()
-  config, variables, saved_epoch, what = source_variables(workdir, checkpoint_path, which, config)
+  config, variables, saved_epoch, what, stream_epochs = source_variables(workdir, checkpoint_path, which, config)
   epoch = saved_epoch if epoch is None else epoch
   if epoch is None and config.model.sharpness:
     raise ValueError(f'{what} does not say which epoch trained it, and the sharpness temperature '
@@ -273,19 +342,26 @@ def run(*, workdir: str = '', checkpoint_path: str = '', which: str = 'best',
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
   variables = jax.device_put(variables, replicated)
-  model = build_model(config)
-  results, arrays = evaluate(config, variables, mesh, steps.jit_eval_step(model, config), temp)
-  multiview = None
-  if views is not None:
-    parsed = views_lib.parse(views)
-    view_results, multiview = evaluate_views(config, variables, mesh, jit_named_logits_step(config),
-                                             temp, parsed)
+  parsed = None if views is None else views_lib.parse(views)
+  multiview = single = None
+  if parsed is not None:
+    view_results, multiview, single = evaluate_views(
+        config, variables, mesh, jit_named_logits_step(config, stream_epochs), temp, parsed)
+  if single is not None:
+    # the middle view is the single-view clip: its logits are the single-view pass's
+    logging.info('single-view results from the middle view of the %s views (no second pass)', parsed)
+    results, arrays = single
+  else:
+    model = build_model(config, stream_epochs)
+    results, arrays = evaluate(config, variables, mesh, steps.jit_eval_step(model, config), temp)
+  if parsed is not None:
     results = {**results, **view_results}
     logging.info('single-view top1 %.4f, %s-view top1 %.4f', results['top1'], parsed,
                  results['multiview_top1'])
   if vis_dir and jax.process_index() == 0:
     from rgbd_jax.train import visualize  # pylint: disable=g-import-not-at-top  # matplotlib only when asked
-    written = visualize.worst_videos(config, variables, arrays, temp, vis_dir, count=vis_count, labels=labels)
+    written = visualize.worst_videos(config, variables, arrays, temp, vis_dir, count=vis_count, labels=labels,
+                                     stream_epochs=stream_epochs)
     logging.info('pictures of the %d worst-classified videos written to %s', len(written), vis_dir)
   if save_output:
     # The original writes `<type>-output.pth` into its run directory.

@@ -4,16 +4,19 @@ Per video, `render` writes `<name>.png` (a strip of frames: the clip as the netw
 FRP heatmap over it, the class activation map over it, one set of rows per stream; beside them the
 top-k bar chart) and `<name>.gif` (every frame of the clip, the same three panels side by side).
 
-The class activation map is Grad-CAM on the spatial stem's last block (`Mixed_5c`, of each stream
-for the fusion network): with A (T, h, w, C) its output and G the gradient of the class's logit with
-respect to it, frame t's map is ReLU(sum_c alpha[t, c] A[t, :, :, c]) with
-alpha[t, c] = mean over h, w of G[t, :, :, c]. The stem runs on each frame alone and the network
-reads each frame's features through their spatial mean, so alpha[t, c] is that frame's channel
-weight (frames the temporal model ignores get small maps): the map is the first-order
-contribution of each location of each frame to the logit. Maps are upsampled bilinearly to the
-clip's size and divided by the clip's maximum; so is the FRP heatmap (`on_device.heatmap`, what the
-network's FRP modules read). Networks without that block (the journal's DSNV2) get no map; those
-without an FRP input no heatmap row.
+The class activation map is Grad-CAM on the spatial stem's last block, of each stream for the fusion
+networks: `Mixed_5c` in the conference networks; in the journal's (DSNV2, UMDRFusion) the output
+of `SMS_layers` (the last SMS stage after its RCM: the original's `self.feat`, what the spatial
+mean before LinearMap reads). With A (T, h, w, C) that output and G the gradient of the class's
+logit with respect to it, frame t's map is ReLU(sum_c alpha[t, c] A[t, :, :, c]) with
+alpha[t, c] = mean over h, w of G[t, :, :, c]. The stem runs on each frame alone (the journal's
+RCM mixes channels within a frame) and the network reads each frame's features through their
+spatial mean, so alpha[t, c] is that frame's channel weight (frames the temporal model ignores get
+small maps): the map is the first-order contribution of each location of each frame to the logit.
+Maps are upsampled bilinearly to the clip's size and divided by the clip's maximum; so is the FRP
+heatmap (`on_device.heatmap`, what the network's FRP modules read). Networks without an FRP input
+(the journal's) get no heatmap row. The class is the headline logits' (UMDRFusion: the mean of
+both streams' and both fusion classifiers' logits, through the frozen streams).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from rgbd_jax.data import layouts  # noqa: E402
 from rgbd_jax.data import on_device  # noqa: E402
 from rgbd_jax.models import build  # noqa: E402
 
-CAM_LAYER = 'Mixed_5c'   # the stem's last block
+# the stem's last spatial block: the conference's Mixed_5c; the journal's SMS_layers (its first output)
+CAM_BLOCKS = ('Mixed_5c', 'SMS_layers')
 COLUMNS = 8              # frames in the PNG strip
 CMAP = 'jet'
 ALPHA = 0.5              # overlay opacity of the maps
@@ -66,11 +70,13 @@ def _apply(model, config, variables, batch, temp, deltas):
 
   def interceptor(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
-    if context.method_name == '__call__' and context.module.name == CAM_LAYER:
+    if context.method_name == '__call__' and context.module.name in CAM_BLOCKS:
       key = '/'.join(context.module.path)
+      feature = out[0] if isinstance(out, tuple) else out
       if deltas is not None:
-        out = out + deltas[key].astype(out.dtype)
-      captured[key] = out
+        feature = feature + deltas[key].astype(feature.dtype)
+      captured[key] = feature
+      out = (feature, *out[1:]) if isinstance(out, tuple) else feature
     return out
 
   with nn.intercept_methods(interceptor):
@@ -84,11 +90,11 @@ class Explainer:
   One jitted function per input shape, as the evaluation step.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, stream_epochs: dict[str, int | None] | None = None):
     config = config.copy_and_resolve_references()
     config.model.remat = False  # same variables; no backward-pass recomputation needed here
     self.config = config
-    self.model = build.build_model(config)
+    self.model = build.build_model(config, stream_epochs)
     self.kind = build.network(config)
     self._shapes: dict[Any, dict[str, jax.ShapeDtypeStruct]] = {}
     self._fn = jax.jit(self._explain)
@@ -147,14 +153,16 @@ class Explainer:
     return out
 
 
-def explainer(config: ml_collections.ConfigDict) -> Explainer:
-  """The `Explainer` of a config, one per network (cached on the config's JSON): compiled once per shape."""
-  return _explainer(configs.to_json(config))
+def explainer(config: ml_collections.ConfigDict, stream_epochs: dict[str, int | None] | None = None
+              ) -> Explainer:
+  """The `Explainer` of a config (and stream epochs: `build.build_model`), one per network (cached on the
+  config's JSON): compiled once per shape."""
+  return _explainer(configs.to_json(config), None if stream_epochs is None else tuple(sorted(stream_epochs.items())))
 
 
 @functools.lru_cache(maxsize=4)
-def _explainer(config_json: str) -> Explainer:
-  return Explainer(configs.from_json(config_json))
+def _explainer(config_json: str, stream_epochs) -> Explainer:
+  return Explainer(configs.from_json(config_json), None if stream_epochs is None else dict(stream_epochs))
 
 
 def _upsample(maps: np.ndarray, size: int) -> np.ndarray:
@@ -302,11 +310,13 @@ def explain_and_render(explainer: Explainer, variables, clips_u8: dict[str, np.n
 
 
 def worst_videos(config: ml_collections.ConfigDict, variables, arrays: dict[str, np.ndarray], temp: float,
-                 out_dir: str, count: int = 8, labels: str = '', k: int = 5) -> list[str]:
+                 out_dir: str, count: int = 8, labels: str = '', k: int = 5,
+                 stream_epochs: dict[str, int | None] | None = None) -> list[str]:
   """Pictures of the `count` validation videos whose true class got the lowest probability.
 
   `arrays` is `evaluation.evaluate`'s (headline logits, labels, split-file rows). Each picture
   shows the Grad-CAM of the predicted class; the title names the true and predicted classes.
+  `stream_epochs`: UMDRFusion's streams' epochs (`build.build_model`).
   """
   names = class_names_lib.for_config(config, labels).names
   probs = _softmax(np.asarray(arrays['logits'], np.float64))
@@ -315,7 +325,7 @@ def worst_videos(config: ml_collections.ConfigDict, variables, arrays: dict[str,
   order = np.argsort(p_true, kind='stable')[:max(0, int(count))]
   loader = clips.ClipLoader(config, 'valid')
   position = {r.row: i for i, r in enumerate(loader.source.records)}
-  explain = explainer(config)
+  explain = explainer(config, stream_epochs)
   keys = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
   written = []
   for rank, i in enumerate(order):

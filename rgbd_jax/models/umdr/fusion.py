@@ -1,7 +1,8 @@
 """The journal's RGB-D fusion as `train_fusion.py` runs it (lib/model/fusion_Net.py).
 
 Two frozen DSNNetV2 streams (the original's `FeatureCapter`: `Modalit_rgb`,
-`Modalit_depth`, in evaluation mode, no gradient) give each modality's
+`Modalit_depth`, in evaluation mode, no gradient in training, each at the
+sharpness temperature of its own checkpoint's epoch) give each modality's
 logits, spatial tokens (the LinearMap output, B x T x dim) and temporal
 feature (the mean of the three branches' final cls tokens). The trained
 part, the original's `CrossFusionNet`, is this module's own variables:
@@ -163,7 +164,9 @@ class UMDRFusion(nn.Module):
   dim_head: int = 64
   mlp_dim: int = 768
   dropout: float = 0.1             # in the cross attentions' feed-forward blocks
-  stream_temp: float = 0.07        # the streams' sharpness temperature (their checkpoints' epoch)
+  # (rgb, depth) sharpness temperatures: FeatureCapter sets args.epoch to each stream checkpoint's
+  # epoch - 1 before running that stream, so the two may differ (build.stream_epochs)
+  stream_temps: tuple[float, float] = (0.07, 0.07)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -187,16 +190,21 @@ class UMDRFusion(nn.Module):
 
   def __call__(self, rgb: jax.Array, depth: jax.Array, train: bool = False, temp: Any = None
                ) -> dict[str, jax.Array]:
-    del temp  # the streams keep their checkpoints' temperature (stream_temp); the fusion has none
+    del temp  # the streams keep their checkpoints' temperatures (stream_temps); the fusion has none
     check_video(rgb, self.stream.frames, 'rgb')
     check_video(depth, self.stream.frames, 'depth')
     if rgb.shape != depth.shape:
       raise ValueError(f'rgb {rgb.shape} and depth {depth.shape} clips must have the same shape')
     out: dict[str, jax.Array] = {}
     feats = {}
-    for m, net, x in (('rgb', self.Modalit_rgb, rgb), ('depth', self.Modalit_depth, depth)):
-      # FeatureCapter: frozen streams in evaluation mode, under no_grad
-      o = jax.lax.stop_gradient(net(x, train=False, temp=self.stream_temp))
+    streams = (('rgb', self.Modalit_rgb, rgb, self.stream_temps[0]),
+               ('depth', self.Modalit_depth, depth, self.stream_temps[1]))
+    for m, net, x, stream_temp in streams:
+      # FeatureCapter: frozen streams in evaluation mode, under no_grad while training. In evaluation
+      # mode the gradient may pass (nothing trains then; Grad-CAM reads the streams' feature maps).
+      o = net(x, train=False, temp=stream_temp)
+      if train:
+        o = jax.lax.stop_gradient(o)
       for k in ('logits', 'xs', 'xm', 'xl'):
         out[f'{k}_{m}'] = o[k]
       out[f'spatial_{m}'], out[f'temporal_{m}'] = o['spatial_features'], o['temporal_features']
