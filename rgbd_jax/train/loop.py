@@ -31,6 +31,7 @@ from rgbd_jax.data import pipeline
 from rgbd_jax.data import preflight
 from rgbd_jax.models.build import build_model, sharpness_temperature
 from rgbd_jax.train import config_history
+from rgbd_jax.train import device_prefetch
 from rgbd_jax.train import evaluation
 from rgbd_jax.train import metrics as metrics_lib
 from rgbd_jax.train import optim
@@ -94,23 +95,25 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stop: signals.StopRequ
   global_batch = parallel.global_batch_size(c.batch_size, mesh)
   spe = pipeline.steps_per_epoch(config, 'train', global_batch)
   _log_config(config, mesh, global_batch, spe)
-  train_iter = evaluation.loader(config, 'train', global_batch, shuffle=True)
-  train_keys = pipeline.batch_keys(config, train=True)
+  # batches reach the device one step ahead of the step that reads them (checkpoints save the
+  # position of the batches taken, not of those prefetched)
+  train_iter = device_prefetch.DevicePrefetch(evaluation.loader(config, 'train', global_batch, shuffle=True),
+                                              mesh, pipeline.batch_keys(config, train=True))
 
   # ------------------------------------------------------- model and state
   model = build_model(config)
   tx, schedule = optim.make_optimizer(config, spe)
   ckpts = checkpoint.TrainCheckpoints(workdir, keep=int(c.keep_checkpoints), create=True, async_save=True)
   try:
-    return _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_keys, model, tx,
-                  schedule, ckpts, skipped)
+    return _train(config, workdir, stop, mesh, global_batch, spe, train_iter, model, tx, schedule, ckpts,
+                  skipped)
   finally:
     ckpts.close()
     train_iter.close()
 
 
-def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_keys, model, tx, schedule,
-           ckpts, skipped) -> dict[str, Any]:
+def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, model, tx, schedule, ckpts,
+           skipped) -> dict[str, Any]:
   c = config.common
   latest = ckpts.latest_step()
   resuming = latest is not None
@@ -208,8 +211,7 @@ def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, train_key
                          lr_scale() if epoch >= c.scheduler.warm_up_epochs else 1.0)
       epoch_end = min((epoch + 1) * spe, stop_at)
       while step < epoch_end and not stop.requested:
-        batch = next(train_iter)
-        state, m = train_fn(state, parallel.shard_batch({k: batch[k] for k in train_keys}, mesh), hp)
+        state, m = train_fn(state, next(train_iter), hp)
         step += 1
         # from the first step on, a signal stops the loop after its step with a checkpoint (before
         # it, through the first step's compilation, there is nothing to save: it exits at once)
