@@ -24,6 +24,7 @@ from rgbd_jax.data import on_device
 from rgbd_jax.models.ops import compile as compile_options
 from rgbd_jax.models import build
 from rgbd_jax.models import losses as losses_lib
+from rgbd_jax.train import mixing
 from rgbd_jax.train.state import TrainState
 
 
@@ -42,27 +43,43 @@ def step_rngs(rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
   return {'dropout': k_drop, 'frames': k_frames}
 
 
+MIXING_STREAM = 0x6D6978  # 'mix'
+
+
+def mixing_rng(rng: jax.Array, step: jax.Array) -> jax.Array:
+  """The step's Mixup / ShuffleMix+ key: folded apart from `step_rngs`, so mixing changes no dropout or frame draw."""
+  return jax.random.fold_in(jax.random.fold_in(rng, step), MIXING_STREAM)
+
+
 def global_norm(tree: Any) -> jax.Array:
   """L2 norm of all leaves, over the same concatenation optax.flatten makes (XLA shares it)."""
   return jnp.linalg.norm(jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)]))
 
 
-def forward_train(model, config, params, batch_stats, batch, hp, rngs, *, preprocess: bool = True):
+def forward_train(model, config, params, batch_stats, batch, hp, rngs, *, preprocess: bool = True,
+                  mix_rng: jax.Array | None = None):
   """Training-mode forward pass and losses; returns (total, (out, losses, new batch_stats)).
 
   `batch` is the loader's: uint8 clips (B, T, S, S, 3) under the clip keys, normalised here to the
   compute dtype with their FRP heatmaps (float32) added (`on_device.model_inputs`).
   `preprocess=False` takes the model's inputs as they are instead (the float NTHWC clips and
   heatmaps of the interchange format: `tools/step_check.py`).
+  With `mix_rng` and mixing configured (`mixing.enabled`), the model's inputs are mixed by one
+  draw from it and the losses are those of the mixed targets.
   """
   if preprocess:
     keys = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
     batch = on_device.model_inputs(batch, keys, w=int(config.model.w), dtype=build.compute_dtype(config))
   kind = build.network(config)
   inputs = [batch[k] for k in kind.input_keys]
+  mix = None
+  if mix_rng is not None and mixing.enabled(config):
+    mix = mixing.draw(config, mix_rng, inputs[0].shape)
+    inputs = [mixing.blend(x, mix) for x in inputs]
   out, mutated = model.apply({'params': params, 'batch_stats': batch_stats}, *inputs,
                              train=True, temp=hp['temp'], rngs=rngs, mutable=['batch_stats'])
-  losses = kind.losses(config, out, batch['label'], hp['distill_weight'])
+  loss_fn = lambda labels: kind.losses(config, out, labels, hp['distill_weight'])
+  losses = loss_fn(batch['label']) if mix is None else mixing.mixed_losses(loss_fn, batch['label'], mix.lam)
   return losses['total'], (out, losses, mutated.get('batch_stats', batch_stats))
 
 
@@ -71,7 +88,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], hp: dict[str, Any
                schedule) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimiser step; returns the new state and this step's metrics."""
   rngs = step_rngs(state.rng, state.step)
-  grad_fn = jax.grad(functools.partial(forward_train, model, config), has_aux=True)
+  grad_fn = jax.grad(functools.partial(forward_train, model, config, mix_rng=mixing_rng(state.rng, state.step)),
+                     has_aux=True)
   grads, (out, losses, batch_stats) = grad_fn(state.params, state.batch_stats, batch, hp, rngs)
   grad_norm = global_norm(grads)  # before clipping
   updates, opt_state = tx.update(grads, state.opt_state, state.params, lr_scale=hp['lr_scale'])
