@@ -20,14 +20,22 @@ epoch that trained the weights. So a split video's frame folder gives the logits
 it (up to float rounding of a different batch size). `views='CxS'` averages each named logit sum
 over C temporal clips x S crops (`rgbd_jax.data.views`); '1x1' is the original protocol.
 The jitted forward pass is built once per recognizer and compiled once per input shape.
+
+A raw NTU-RGBD RGB video (`nturgb+d_rgb/<name>.avi`) takes `ntu_roi=` its masked depth maps
+(`nturgb+d_depth_masked`, or the video's own folder of them): each frame is cropped around the
+subject and JPEG-encoded as scripts/prepare_ntu.py prepares the dataset (`ntu_roi_frames`), so the
+clip is the one evaluation reads from the prepared `Images/<name>` folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import io
 import logging
 import os
+import tempfile
 from typing import Any, Sequence
 
 import jax
@@ -42,6 +50,7 @@ from rgbd_jax import parallel
 from rgbd_jax.data import class_names as class_names_lib
 from rgbd_jax.data import clips
 from rgbd_jax.data import layouts
+from rgbd_jax.data import ntu_prepare
 from rgbd_jax.data import splits
 from rgbd_jax.data import video as video_lib
 from rgbd_jax.data import views as views_lib
@@ -69,6 +78,35 @@ def _encode(frame: np.ndarray) -> bytes:
   else:
     raise ValueError(f'a frame must be (H, W, 3) uint8, or (H, W) uint8/uint16, got {frame.shape} {frame.dtype}')
   return buf.getvalue()
+
+
+def ntu_roi_frames(video: str, masks: str, out_root: str) -> str:
+  """A raw NTU-RGBD RGB video prepared as scripts/prepare_ntu.py does it; returns its frame folder.
+
+  `masks`: `nturgb+d_depth_masked` (the video's maps in `<name without _rgb>/`) or that folder itself
+  (`MDepth-%08d.png`). The frames go to `<out_root>/Images/<name>/` (`ntu_prepare.extract_video`:
+  the subject window of each frame, Pillow JPEG at the preparation's quality).
+  """
+  video = os.fspath(video)
+  if not os.path.isfile(video):
+    raise FileNotFoundError(f'video not found: {video} (ntu_roi takes a raw NTU-RGBD video file)')
+  name = os.path.splitext(os.path.basename(video))[0]
+  try:
+    ntu_prepare.parse_name(name)
+  except ValueError as e:
+    raise ValueError(f'{video}: {e}; the ROI preparation finds its depth maps by that name') from None
+  masks = os.fspath(masks)
+  if os.path.isdir(os.path.join(masks, name[:-4])):
+    masks_root = masks
+  elif glob.glob(os.path.join(glob.escape(masks), 'MDepth-*.png')):
+    masks_root = os.path.join(out_root, 'masks')  # the video's own folder, under the name the preparation looks for
+    os.makedirs(masks_root, exist_ok=True)
+    os.symlink(os.path.abspath(masks), os.path.join(masks_root, name[:-4]))
+  else:
+    raise FileNotFoundError(f'no masked depth maps of {name} in {masks}: give nturgb+d_depth_masked (holding '
+                            f'{name[:-4]}/) or the folder of its MDepth-%08d.png files')
+  ntu_prepare.extract_video(video, masks_root, out_root)
+  return os.path.join(out_root, 'Images', name)
 
 
 class _Input:
@@ -303,9 +341,19 @@ class Recognizer:
     return {name: np.concatenate(v) for name, v in collected.items()}
 
   def predict(self, rgb: Frames | None = None, depth: Frames | None = None, *, views: str = '1x1',
-              name: str | None = None, vis_dir: str = '', top_k: int = 5) -> Prediction:
+              name: str | None = None, vis_dir: str = '', top_k: int = 5, ntu_roi: str = '') -> Prediction:
     """Scores of one video (see the module docstring); `vis_dir`: also its pictures there
-    (`rgbd_jax.train.visualize`: frames, FRP heatmap, Grad-CAM of the predicted class, top-k)."""
+    (`rgbd_jax.train.visualize`: frames, FRP heatmap, Grad-CAM of the predicted class, top-k);
+    `ntu_roi`: `rgb` is a raw NTU-RGBD video, prepared with these masked depth maps (`ntu_roi_frames`)."""
+    with contextlib.ExitStack() as stack:
+      if ntu_roi:
+        if rgb is None or isinstance(rgb, np.ndarray):
+          raise ValueError('ntu_roi prepares a raw NTU-RGBD RGB video file: give rgb= its path')
+        name = name or os.fspath(rgb)
+        rgb = ntu_roi_frames(rgb, ntu_roi, stack.enter_context(tempfile.TemporaryDirectory(prefix='ntu_roi_')))
+      return self._predict(rgb, depth, views=views, name=name, vis_dir=vis_dir, top_k=top_k)
+
+  def _predict(self, rgb, depth, *, views, name, vis_dir, top_k) -> Prediction:
     source, parsed, view_clips = self.clips(rgb, depth, views=views, name=name)
     view_logits = self._run(view_clips)
     record = source.records[0]

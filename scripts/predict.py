@@ -13,6 +13,13 @@ OpenCV) or a folder of numbered frames (000000.jpg ...; 16-bit depth PNGs take t
 path). The clip is made exactly as scripts/evaluate.py makes it; --views CxS averages C temporal
 clips x S crops. One line per video; --json writes the per-branch (xs, xm, xl, ...) and per-view
 scores; --vis writes a PNG strip and a GIF per video (frames, FRP heatmap, Grad-CAM, top-k).
+
+    python scripts/predict.py --checkpoint converted_ntu/ --ntu_roi NTU/nturgb+d_depth_masked \
+        NTU/nturgb+d_rgb/S001C001P001R001A001_rgb.avi
+
+--ntu_roi: raw NTU-RGBD RGB videos, cropped around the subject (found in the masked depth maps: the
+nturgb+d_depth_masked folder, or one video's own folder of MDepth-%08d.png) and JPEG-encoded exactly as
+scripts/prepare_ntu.py prepares the dataset, before the clip is made.
 """
 import json
 import sys
@@ -39,6 +46,9 @@ _LABELS = flags.DEFINE_string('labels', '', 'Class names, one per line in label 
                               "dataset's list, or <splits>/classes.txt of a custom dataset).")
 _JSON = flags.DEFINE_string('json', '', "Write every video's scores here as JSON ('-': stdout).")
 _VIS = flags.DEFINE_string('vis', '', 'Write a PNG strip and a GIF per video into this folder.')
+_NTU_ROI = flags.DEFINE_string('ntu_roi', '', 'Raw NTU-RGBD RGB videos: their masked depth maps '
+                               '(nturgb+d_depth_masked, or one video\'s MDepth folder); each frame is cropped '
+                               'around the subject as scripts/prepare_ntu.py does.')
 
 
 def _videos(positional, rgb, depth, streams):
@@ -74,7 +84,8 @@ def main(argv):
   results, failed = [], 0
   for video in videos:
     try:
-      prediction = recognizer.predict(**video, views=_VIEWS.value, vis_dir=_VIS.value, top_k=_TOP_K.value)
+      prediction = recognizer.predict(**video, views=_VIEWS.value, vis_dir=_VIS.value, top_k=_TOP_K.value,
+                                      ntu_roi=_NTU_ROI.value)
     except (ValueError, FileNotFoundError) as e:
       if len(videos) == 1:
         raise

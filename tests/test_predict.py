@@ -6,6 +6,9 @@ file. All forward passes have one shape (batch 1), so one compilation serves the
 
 import json
 import os
+import pathlib
+import subprocess
+import sys
 
 import av
 import flax
@@ -23,6 +26,7 @@ from rgbd_jax.predict import Recognizer
 from conftest import make_random_variables, make_tiny_config
 
 N_FRAMES = 21
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def tiny(network='I3DWTrans', **overrides):
@@ -263,3 +267,39 @@ def test_original_checkpoint_needs_a_config(tmp_path):
   path.write_bytes(b'')
   with pytest.raises(ValueError, match='is a PyTorch file: give --config'):
     Recognizer.from_checkpoint(str(path))
+
+
+def test_ntu_roi_prepares_a_raw_video_as_prepare_ntu(recognizer, converted, tmp_path):
+  from rgbd_jax.data import ntu_prepare  # pylint: disable=g-import-not-at-top
+  from test_data_prepare_ntu import A, B, write_raw  # pylint: disable=g-import-not-at-top
+  raw = tmp_path / 'NTU'
+  write_raw(raw, A, 12, lambda k: True)
+  write_raw(raw, B, 12, lambda k: k != 3)  # frame 3: no subject found, a centred window
+  ntu_prepare.prepare(str(raw), str(tmp_path / 'prepared'), workers=1, progress=False)
+  masks = raw / 'nturgb+d_depth_masked'
+  for name in (A, B):
+    video = raw / 'nturgb+d_rgb' / f'{name}.avi'
+    prepared = recognizer.predict(rgb=str(tmp_path / 'prepared' / 'Images' / name))
+    from_raw = recognizer.predict(rgb=str(video), ntu_roi=str(masks))
+    own_folder = recognizer.predict(rgb=str(video), ntu_roi=str(masks / name[:-4]))
+    # the clip evaluation reads from the prepared dataset, bit for bit
+    np.testing.assert_array_equal(from_raw.logits['top1'], prepared.logits['top1'])
+    np.testing.assert_array_equal(own_folder.logits['top1'], prepared.logits['top1'])
+    assert from_raw.name == str(video) and from_raw.frames == 12
+    uncropped = recognizer.predict(rgb=str(video))
+    assert not np.array_equal(uncropped.logits['top1'], from_raw.logits['top1'])
+  renamed = tmp_path / 'holiday.avi'
+  os.symlink(raw / 'nturgb+d_rgb' / f'{A}.avi', renamed)
+  with pytest.raises(ValueError, match='holiday.avi: .*not an NTU-RGBD video name'):
+    recognizer.predict(rgb=str(renamed), ntu_roi=str(masks))
+  with pytest.raises(FileNotFoundError, match=f'no masked depth maps of {A} in'):
+    recognizer.predict(rgb=str(raw / 'nturgb+d_rgb' / f'{A}.avi'), ntu_roi=str(tmp_path))
+  with pytest.raises(ValueError, match='give rgb= its path'):
+    recognizer.predict(rgb=np.zeros((8, 32, 32, 3), np.uint8), ntu_roi=str(masks))
+  # the script's flag
+  res = subprocess.run([sys.executable, 'scripts/predict.py', '--checkpoint', str(converted), '--top_k', '2',
+                        '--ntu_roi', str(masks), str(raw / 'nturgb+d_rgb' / f'{A}.avi')],
+                       capture_output=True, text=True, timeout=600, cwd=str(REPO))
+  assert res.returncode == 0, res.stderr[-3000:]
+  expected = recognizer.predict(rgb=str(raw / 'nturgb+d_rgb' / f'{A}.avi'), ntu_roi=str(masks)).line(2)
+  assert res.stdout.strip() == expected
