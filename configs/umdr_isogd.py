@@ -8,8 +8,8 @@
         --config.model.depth_checkpoint=IsoGD-32-DTNV2-K/model_best.pth.tar
 
 IsoGD.yml names ReduceLR, but the journal's train.py builds its schedule with timm from --sched
-(cosine in the README command), so this config is cosine. Not ported: Mixup / ShuffleMix+; timm's
-optimiser details (see configs/umdr_ntu.py).
+(cosine in the README command), so this config is cosine (common.sched). --finetune: model.pretrained,
+its classification heads left out. Mixing, optimiser and schedule as configs/umdr_ntu.py.
 """
 from rgbd_jax import configs
 

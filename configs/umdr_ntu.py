@@ -14,9 +14,11 @@ the two trained streams are frozen):
         --config.model.rgb_checkpoint=NTU-RGBD-32-CS-DTNV2-M/model_best.pth.tar \
         --config.model.depth_checkpoint=NTU-RGBD-32-CS-DTNV2-K/model_best.pth.tar
 
-Not ported: Mixup / ShuffleMix+ (--mixup 0.8 --shufflemix 0.3 --smprob 0.2); timm's optimiser details
-(Nesterov SGD, no weight decay on biases and norms) and its per-epoch warm-up from 1e-6 (here the
-port's linear warm-up and cosine over the same 5 epochs).
+configs.umdr_recipe sets the README's ShuffleMix+ (--smprob 0.2 --mixup 0.8 --shufflemix 0.3:
+common.smprob, common.mixup, common.shufflemix) and timm's optimiser and schedule (common.opt='sgd':
+Nesterov, no weight decay on biases and norms; common.sched='cosine', per epoch, warm-up from
+common.warmup_lr=1e-6 over 5 epochs; the fusion --sched step --decay-epochs 10). Not ported: the
+fusion's mixing (train_fusion.py draws for each stream separately), so the fusion trains unmixed.
 """
 from rgbd_jax import configs
 

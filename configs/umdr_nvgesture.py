@@ -7,8 +7,8 @@
         --config.model.rgb_checkpoint=NV-32-DTNV2-M/model_best.pth.tar \
         --config.model.depth_checkpoint=NV-32-DTNV2-K/model_best.pth.tar
 
-The journal pre-trains on Jester (or NTU) and fine-tunes (README). Not ported: Mixup / ShuffleMix+;
-timm's optimiser details (see configs/umdr_ntu.py).
+The journal pre-trains on Jester (or NTU) and fine-tunes (README; model.pretrained, its classification
+heads left out). Mixing, optimiser and schedule as configs/umdr_ntu.py.
 """
 from rgbd_jax import configs
 

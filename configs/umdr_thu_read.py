@@ -6,7 +6,7 @@
         --config.model.rgb_checkpoint=THU-READ4-32-DTNV2-M/model_best.pth.tar \
         --config.model.depth_checkpoint=THU-READ4-32-DTNV2-K/model_best.pth.tar
 
-Not ported: Mixup / ShuffleMix+; timm's optimiser details (see configs/umdr_ntu.py).
+Mixing, optimiser and schedule as configs/umdr_ntu.py.
 """
 from rgbd_jax import configs
 
