@@ -5,8 +5,9 @@ starting with '#' are skipped. `scripts/make_splits.py` writes one (`classes.txt
 files of a custom dataset, and `for_config` finds it there.
 
 Shipped (`rgbd_jax/data/class_lists/`): NTU RGB+D 60, NvGesture (25), Jester (27, in the order of
-the dataset's jester-v1-labels.csv), the synthetic demo's 6 motions; IsoGD (249) publishes numbered
-classes only and THU-READ (40) names were not at hand: both lists are numbered placeholders.
+the dataset's jester-v1-labels.csv), THU-READ (40, from the video names of the original's split
+files: see the file's header), the synthetic demo's 6 motions; IsoGD (249) publishes numbered
+classes only: its list is numbered placeholders.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ SHIPPED = {
     'NvGesture': ('nvgesture.txt', True),
     'Jester': ('jester.txt', True),
     'IsoGD': ('isogd.txt', False),
-    'THUREAD': ('thu_read.txt', False),
+    'THUREAD': ('thu_read.txt', True),
 }
 SPLITS_FILE = 'classes.txt'  # a custom dataset's list, beside its split files
 
