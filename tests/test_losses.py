@@ -98,3 +98,23 @@ def test_dsn_losses_weights_and_distillation():
   np.testing.assert_allclose(float(got1['total']), expected_ce + 1.5, rtol=1e-6)
   with pytest.raises(ValueError, match='loss_lamdb'):
     losses.dsn_losses(out, labels, loss_lamdb=[1, .5], distill_weight=1.0)
+
+
+def test_bfloat16_outputs_give_float32_losses_of_their_values():
+  """A bfloat16 model's logits and features: the losses are computed in float32 on the bf16 values
+  (the torch reference sees the same values in float32), not in bfloat16."""
+  out = {k: jnp.asarray(v).astype(jnp.bfloat16) for k, v in _fusion_out().items()}
+  labels = np.array([0, 4, 2, 1])
+  got = losses.fusion_losses(out, jnp.asarray(labels), eps=0.1, distill_weight=2.0, mse_weight=3.0)
+  assert all(v.dtype == jnp.float32 for v in got.values()), {k: v.dtype for k, v in got.items()}
+  t = {k: torch.from_numpy(np.array(v.astype(jnp.float32))) for k, v in out.items()}
+  tl = torch.from_numpy(labels)
+  ce = sum(torch.nn.functional.cross_entropy(t[k], tl, label_smoothing=0.1)
+           for k in ('fusion_logits', 'logits_rgb', 'logits_depth'))
+  mse = torch.nn.MSELoss()(t['de'], t['F_M']) + torch.nn.MSELoss()(t['de'], t['F_K'])
+  np.testing.assert_allclose(float(got['ce']), ce.item(), rtol=1e-6)
+  np.testing.assert_allclose(float(got['mse']), mse.item(), rtol=1e-6)
+  # float64 stays float64
+  with jax.enable_x64(True):
+    ce64 = losses.label_smoothing_ce(jnp.asarray(_rand((3, 5), 9), jnp.float64), jnp.asarray([0, 1, 2]))
+    assert ce64.dtype == jnp.float64

@@ -226,7 +226,7 @@ def rcm_distillation(projections: Sequence[jax.Array], cls_embeds: Sequence[Sequ
   total = 0.0
   for i, p in enumerate(projections):
     dt = jnp.promote_types(p.dtype, jnp.float32)
-    teacher = sum(embeds[depth - s + i] for embeds in cls_embeds).astype(dt)
+    teacher = sum(embeds[depth - s + i].astype(dt) for embeds in cls_embeds)
     target = jax.nn.softmax(teacher / temper, axis=-1)
     total = total + jnp.mean(jnp.sum(-target * jax.nn.log_softmax(p.astype(dt) / temper, axis=-1), axis=-1))
   return total / s
