@@ -225,3 +225,30 @@ def test_predict_and_its_pictures(fusion, tmp_path):
   files = sorted(os.listdir(tmp_path))
   assert [f[-4:] for f in files] == ['.gif', '.png']
   assert all(os.path.getsize(tmp_path / f) > 0 for f in files)
+
+
+def test_train_py_runs_the_streams_at_their_files_epochs_and_records_them(fusion, tmp_path):
+  """train.py on UMDRFusion reads each stream's epoch from its checkpoint (FeatureCapter's rule),
+  keeps it in the run's checkpoints, and evaluate/predict of the workdir use it without the files."""
+  from rgbd_jax.train import loop
+  from rgbd_jax.train import pretrained
+  config = umdr_config(fusion['root'] / 'data')
+  config.model.rgb_checkpoint = str(fusion['moved'] / 'rgb.pth.tar')
+  config.model.depth_checkpoint = str(fusion['moved'] / 'depth.pth.tar')
+  expected = {'rgb': FILES['rgb'][0] - 1, 'depth': FILES['depth'][0] - 1}  # the files hold epoch + 1
+  assert pretrained.stream_epochs(config) == expected
+  assert pretrained.stream_epochs(umdr_config(fusion['root'] / 'data', 'DSNV2')) is None
+  config.common.max_steps = 1
+  config.common.batch_size = 2
+  workdir = tmp_path / 'run'
+  loop.train_and_evaluate(config, str(workdir))
+  ckpts = checkpoint.TrainCheckpoints(str(workdir))
+  try:
+    assert ckpts.read_meta('latest')['stream_epochs'] == expected
+  finally:
+    ckpts.close()
+  weights = evaluation.source_variables(str(workdir), '', 'latest', None)
+  assert weights.stream_epochs == expected
+  temps = build.build_model(weights.config, weights.stream_epochs).stream_temps
+  assert temps == tuple(build.sharpness_temperature(weights.config, expected[s]) for s in build.STREAMS)
+  assert temps[0] != temps[1]

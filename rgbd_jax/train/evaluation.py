@@ -297,7 +297,8 @@ def source_variables(workdir: str, checkpoint_path: str, which: str,
     saved = checkpoint.read_config(workdir)
     epoch = int(meta['trained_epoch'])
     return Weights(config or saved, {'params': state['params'], 'batch_stats': state['batch_stats']},
-                   epoch, f'{which} checkpoint of {workdir} (step {meta["step"]}, epoch {epoch})')
+                   epoch, f'{which} checkpoint of {workdir} (step {meta["step"]}, epoch {epoch})',
+                   meta.get('stream_epochs'))
   if not checkpoint_path:
     raise ValueError('give --workdir (a training run) or --checkpoint (a .pth.tar or converted dir)')
   if os.path.isdir(checkpoint_path):

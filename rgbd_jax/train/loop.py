@@ -29,6 +29,7 @@ from rgbd_jax import hugepages
 from rgbd_jax import parallel
 from rgbd_jax.data import pipeline
 from rgbd_jax.data import preflight
+from rgbd_jax.models import build
 from rgbd_jax.models.build import build_model, sharpness_temperature
 from rgbd_jax.train import config_history
 from rgbd_jax.train import device_prefetch
@@ -101,19 +102,27 @@ def _run(config: ml_collections.ConfigDict, workdir: str, stop: signals.StopRequ
                                               mesh, pipeline.batch_keys(config, train=True))
 
   # ------------------------------------------------------- model and state
-  model = build_model(config)
-  tx, schedule = optim.make_optimizer(config, spe)
   ckpts = checkpoint.TrainCheckpoints(workdir, keep=int(c.keep_checkpoints), create=True, async_save=True)
   try:
+    # UMDRFusion's frozen streams run at their own checkpoints' epochs' temperatures: read from the
+    # files on a fresh run, from the run's own record on resume (the files are not needed then)
+    resumed_meta = ckpts.read_meta('latest') if ckpts.latest_step() is not None else {}
+    epochs_of_streams = (resumed_meta['stream_epochs'] if 'stream_epochs' in resumed_meta
+                         else pretrained.stream_epochs(config))
+    if epochs_of_streams is not None:
+      logging.info('frozen streams trained through epochs %s: their temperatures are those of epochs %s',
+                   epochs_of_streams, dict(zip(build.STREAMS, build.stream_epochs(config, epochs_of_streams))))
+    model = build_model(config, epochs_of_streams)
+    tx, schedule = optim.make_optimizer(config, spe)
     return _train(config, workdir, stop, mesh, global_batch, spe, train_iter, model, tx, schedule, ckpts,
-                  skipped)
+                  skipped, epochs_of_streams)
   finally:
     ckpts.close()
     train_iter.close()
 
 
 def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, model, tx, schedule, ckpts,
-           skipped) -> dict[str, Any]:
+           skipped, epochs_of_streams=None) -> dict[str, Any]:
   c = config.common
   latest = ckpts.latest_step()
   resuming = latest is not None
@@ -161,7 +170,8 @@ def _train(config, workdir, stop, mesh, global_batch, spe, train_iter, model, tx
     # epoch convention of rgbd_jax.checkpoint: its temperature is the one to evaluate with).
     return {'epoch': epoch_next, 'trained_epoch': (step - 1) // spe, 'best': best,
             'plateau': plateau.state if plateau else None, 'steps_per_epoch': spe,
-            'epoch_train': epoch_train.state(), 'pending_eval': pending}
+            'epoch_train': epoch_train.state(), 'pending_eval': pending,
+            **({} if epochs_of_streams is None else {'stream_epochs': epochs_of_streams})}
 
   def lr_scale():
     return plateau.state['lr'] / float(c.learning_rate) if plateau else 1.0

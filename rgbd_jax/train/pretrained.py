@@ -60,6 +60,31 @@ def _load(path: str, variables: dict[str, Any], what: str, *, skip_journal_heads
   return loaded
 
 
+def checkpoint_epoch(path: str) -> int | None:
+  """The epoch that trained a checkpoint (file, variables dir or workdir's best), None if unrecorded."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'stream checkpoint not found: {path}')
+  if os.path.isdir(path):
+    return checkpoint.load_info(path)['trained_epoch']
+  _, meta = torch_import.read_state_dict(path)
+  return torch_import.checkpoint_info({}, meta)['trained_epoch']
+
+
+def stream_epochs(config: ml_collections.ConfigDict) -> dict[str, int | None] | None:
+  """UMDRFusion: stream -> the epoch its checkpoint (`model.<stream>_checkpoint`) records, for the
+  frozen stream's sharpness temperature, as the journal's FeatureCapter sets it from each stream's
+  own file (`build.stream_epochs` applies `model.stream_epoch` and the default). None for networks
+  whose streams have no epochs of their own."""
+  kind = build.network(config)
+  if kind.build_with_stream_epochs is None:
+    return None
+  epochs = {}
+  for (_, key), stream in zip(kind.stream_checkpoints, build.STREAMS):
+    path = config.model[key]
+    epochs[stream] = checkpoint_epoch(path) if path else None
+  return epochs
+
+
 def initial_variables(config: ml_collections.ConfigDict, fresh: dict[str, Any]) -> dict[str, Any]:
   """`fresh` variables with the configured pretrained weights loaded into them.
 
