@@ -17,8 +17,8 @@ the two trained streams are frozen):
 configs.umdr_recipe sets the README's ShuffleMix+ (--smprob 0.2 --mixup 0.8 --shufflemix 0.3:
 common.smprob, common.mixup, common.shufflemix) and timm's optimiser and schedule (common.opt='sgd':
 Nesterov, no weight decay on biases and norms; common.sched='cosine', per epoch, warm-up from
-common.warmup_lr=1e-6 over 5 epochs; the fusion --sched step --decay-epochs 10). Not ported: the
-fusion's mixing (train_fusion.py draws for each stream separately), so the fusion trains unmixed.
+common.warmup_lr=1e-6 over 5 epochs; the fusion --sched step --decay-epochs 10). The fusion mixes
+each stream's clip with a draw and targets of its own, as train_fusion.py.
 """
 from rgbd_jax import configs
 

@@ -184,8 +184,8 @@ def umdr_recipe(c: ml_collections.ConfigDict, arg: str | None, where: str) -> ml
     c.common.distill = 0.0
     c.common.sched = 'step'            # README: --sched step --decay-epochs 10
     c.common.decay_epochs = 10.0
-    # train_fusion.py mixes each stream's clip with its own draw and target: not ported, so no mixing
-    c.common.mixup = 0.0
+    # the README's --smprob 0.2 --mixup 0.8 --shufflemix 0.3 (set above) apply: train_fusion.py mixes
+    # each stream's clip with a draw and targets of its own (build.NetworkKind.input_losses)
   elif arg:
     raise ValueError(f"{where}: unknown arg {arg!r} (use 'fusion' or nothing)")
   return c

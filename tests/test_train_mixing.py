@@ -260,11 +260,7 @@ def test_settings_are_checked():
                           (dict(cutmix_minmax=(0.8, 0.2)), 'min < max'), (dict(smprob=1.5), 'a probability')):
     with pytest.raises(ValueError, match=message):
       mixing.enabled(_config(mixup=0.8, **change))
-  fusion = load_config_file('configs/umdr_ntu.py', 'fusion')
-  assert not mixing.enabled(fusion)
-  fusion.common.mixup = 0.8
-  with pytest.raises(ValueError, match='UMDRFusion'):
-    mixing.enabled(fusion)
+  assert mixing.enabled(load_config_file('configs/umdr_ntu.py', 'fusion'))  # train_fusion.py mixes too
   with pytest.raises(ValueError, match='must be even'):
     mixing.draw(_config(mixup=0.8), jax.random.PRNGKey(0), (3, T, H, W, C))
 
@@ -323,3 +319,45 @@ def test_training_step_mixes_reproducibly_and_differently_per_step(tiny_step):
   assert on[0]['loss'] != off[0]['loss'] and on[1]['loss'] != off[0]['loss']
   # the accuracy is the clips' own labels' (the original's ori_target), the same key in both
   assert set(on[0]) == set(off[0])
+
+
+def test_the_fusion_mixes_each_stream_with_its_own_draw_and_targets():
+  """train_fusion.py calls its Mixup once per stream (rgb with the labels, depth with the labels):
+  two independent draws, and fusion_logits_rgb is trained on the rgb clip's mixed targets,
+  fusion_logits_depth on the depth clip's. The step's loss is exactly that."""
+  config = make_tiny_config('UMDRFusion', N=1, sms_depth=1, sample_duration=8, intar_fatcer=4,
+                            scc_depth=1, tcc_depth=1, dropout=0.0, rcm_dropout=0.0, frame_sampling='centre')
+  config.common.update(mixup=0.8, shufflemix=0.3, smprob=0.5, mixup_prob=1.0)
+  model = build.build_model(config)
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda s: jnp.asarray(0.2 * rng.normal(size=s.shape), s.dtype),
+                           build.variable_shapes(config))
+  b, t, size = 4, 8, 32
+  batch = {'rgb': jnp.asarray(rng.normal(size=(b, t, size, size, 3)), jnp.float32),
+           'depth': jnp.asarray(rng.normal(size=(b, t, size, size, 3)), jnp.float32),
+           'label': jnp.asarray([0, 3, 1, 4])}
+  hp = steps.hparams(0.07, 0.0)
+  rngs = steps.step_rngs(jax.random.PRNGKey(1), 0)
+  key = jax.random.PRNGKey(5)
+  loss, (out, losses, _) = steps.forward_train(model, config, variables['params'], variables['batch_stats'], batch,
+                                               hp, rngs, preprocess=False, mix_rng=key)
+  # the draws the step must have made: one per stream, independent
+  mixes = [mixing.draw(config, k, batch[s].shape) for k, s in zip(jax.random.split(key, 2), ('rgb', 'depth'))]
+  assert float(mixes[0].lam) != float(mixes[1].lam)
+  inputs = [mixing.blend(batch[s], m) for s, m in zip(('rgb', 'depth'), mixes)]
+  ref_out, _ = model.apply(variables, *inputs, train=True, temp=hp['temp'], rngs=rngs, mutable=['batch_stats'])
+  np.testing.assert_array_equal(np.asarray(out['fusion_logits_rgb']), np.asarray(ref_out['fusion_logits_rgb']))
+  eps = 0.1
+  labels, flipped = batch['label'], jnp.flip(batch['label'], 0)
+  expected = 0.0
+  for logits_key, mix in zip(('fusion_logits_rgb', 'fusion_logits_depth'), mixes):
+    # the soft-target CE of the smoothed, mixed one-hot targets, written out
+    onehot = lambda y: jax.nn.one_hot(y, 5) * (1 - eps) + eps / 5
+    target = mix.lam * onehot(labels) + (1 - mix.lam) * onehot(flipped)
+    logp = jax.nn.log_softmax(ref_out[logits_key].astype(jnp.float32), -1)
+    expected = expected + jnp.mean(jnp.sum(-target * logp, -1))
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+  np.testing.assert_allclose(float(losses['ce']), float(expected), rtol=1e-5)
+  # one shared draw would give another loss
+  shared = [mixing.blend(batch[s], mixes[0]) for s in ('rgb', 'depth')]
+  assert not np.array_equal(np.asarray(shared[1]), np.asarray(inputs[1]))

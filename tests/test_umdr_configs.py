@@ -57,7 +57,8 @@ def test_umdr_configs_train_with_the_journals_recipe(ours):
   from rgbd_jax.train import optim  # pylint: disable=g-import-not-at-top
   for arg in (None, 'fusion'):
     config = load_config_file(f'configs/{ours}', arg)
-    # ShuffleMix+ for the unimodal network; the fusion's per-stream mixing is not ported: off there
-    assert mixing.enabled(config) == (arg is None), (ours, arg)
+    # ShuffleMix+ for both (the README's command lines of train.py and train_fusion.py)
+    assert mixing.enabled(config), (ours, arg)
+    assert (config.common.mixup, config.common.shufflemix, config.common.smprob) == (0.8, 0.3, 0.2)
     assert config.common.opt == 'sgd' and not optim.uses_plateau(config)
     assert optim.timm_epoch_rates(config)[0] == config.common.warmup_lr

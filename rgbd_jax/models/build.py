@@ -119,13 +119,24 @@ def _dsnv2_distill_weight(config: ml_collections.ConfigDict, epoch: int) -> floa
   return 0.0 if epoch <= int(config.common.warmup_epochs) else float(config.common.distill)
 
 
+def _umdr_fusion_input_losses(config, out: Out, labels, mask=None) -> tuple[dict[str, jax.Array], ...]:
+  """train_fusion.py's objective per input stream: the smoothed CE of the fusion logits of that
+  stream (fusion_logits_rgb for the rgb clip, fusion_logits_depth for the depth clip), which it
+  trains on that clip's own mixed targets."""
+  eps = configs.label_smoothing(config)
+  out_keys = ('fusion_logits_rgb', 'fusion_logits_depth')
+  per_input = []
+  for key in out_keys:
+    ce = losses_lib.label_smoothing_ce(out[key], labels, eps, mask)
+    per_input.append({'total': ce, 'ce': ce, 'distillation': jnp.zeros((), ce.dtype)})
+  return tuple(per_input)
+
+
 def _umdr_fusion_losses(config, out: Out, labels, distill_weight, mask=None) -> dict[str, jax.Array]:
   """train_fusion.py: the smoothed CE of both fusion logits (the frozen streams add nothing)."""
   del distill_weight
-  eps = configs.label_smoothing(config)
-  ce = (losses_lib.label_smoothing_ce(out['fusion_logits_rgb'], labels, eps, mask)
-        + losses_lib.label_smoothing_ce(out['fusion_logits_depth'], labels, eps, mask))
-  return {'total': ce, 'ce': ce, 'distillation': jnp.zeros((), ce.dtype)}
+  per_input = _umdr_fusion_input_losses(config, out, labels, mask)
+  return jax.tree.map(lambda *terms: sum(terms), *per_input)
 
 
 def _dsnv2_logits(out: Out) -> dict[str, jax.Array]:
@@ -182,6 +193,9 @@ class NetworkKind:
   frozen: tuple[str, ...] = ()
   # new (UMDR): (config, {stream: epoch}) -> the network with each frozen stream at its own epoch's temperature
   build_with_stream_epochs: Callable[[ml_collections.ConfigDict, Mapping[str, Any]], Any] | None = None
+  # new (UMDR): (config, out, labels, mask) -> one loss dict per input, summing to `losses`: networks whose
+  # inputs the original mixes (MixUp, ShuffleMix) each with a draw and targets of its own (train_fusion.py)
+  input_losses: Callable[..., tuple[dict[str, jax.Array], ...]] | None = None
 
   @property
   def input_keys(self) -> tuple[str, ...]:
@@ -205,7 +219,8 @@ NETWORKS: dict[str, NetworkKind] = {
                               stream_checkpoints=(('Modalit_rgb.', 'rgb_checkpoint'),
                                                   ('Modalit_depth.', 'depth_checkpoint')),
                               frozen=('Modalit_rgb', 'Modalit_depth'),
-                              build_with_stream_epochs=_umdr_fusion),
+                              build_with_stream_epochs=_umdr_fusion,
+                              input_losses=_umdr_fusion_input_losses),
 }
 
 

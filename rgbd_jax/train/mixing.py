@@ -26,7 +26,7 @@ are the global batch's, so a run's mixing does not depend on the device count.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,9 +73,6 @@ def enabled(config: ml_collections.ConfigDict) -> bool:
     raise ValueError(f"common.mixup_mode={c.mixup_mode!r}: only 'batch' (one draw per batch) is ported")
   if c.smixmode != 'sm':
     raise ValueError(f"common.smixmode={c.smixmode!r}: only 'sm' (ShuffleMix of whole frames) is ported")
-  if config.model.Network == 'UMDRFusion':
-    raise ValueError('mixing the UMDRFusion streams (train_fusion.py: a draw and a target per stream) is not '
-                     'ported; set common.mixup=0 and common.cutmix=0')
   minmax = tuple(c.cutmix_minmax)
   if minmax and not (len(minmax) == 2 and 0 <= minmax[0] < minmax[1] <= 1):
     raise ValueError(f'common.cutmix_minmax must be (min, max) with 0 <= min < max <= 1, got {minmax}')
@@ -174,3 +171,11 @@ def mixed_losses(loss_fn: Callable[[jax.Array], dict[str, Any]], labels: jax.Arr
   """The objective on the mixed targets: lam * loss_fn(labels) + (1 - lam) * loss_fn(labels reversed)."""
   own, paired = loss_fn(labels), loss_fn(jnp.flip(labels, 0))
   return jax.tree.map(lambda a, b: lam.astype(a.dtype) * a + (1 - lam.astype(a.dtype)) * b, own, paired)
+
+
+def mixed_input_losses(input_loss_fn: Callable[[jax.Array], Sequence[dict[str, Any]]], labels: jax.Array,
+                       lams: Sequence[jax.Array]) -> dict[str, Any]:
+  """Inputs mixed each with a draw of its own (train_fusion.py): input i's loss terms on its mixed
+  targets (`lams[i]`), summed over the inputs. `input_loss_fn(labels)` gives one loss dict per input."""
+  per_input = [mixed_losses(lambda y, i=i: input_loss_fn(y)[i], labels, lam) for i, lam in enumerate(lams)]
+  return jax.tree.map(lambda *terms: sum(terms), *per_input)

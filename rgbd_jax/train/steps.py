@@ -65,21 +65,32 @@ def forward_train(model, config, params, batch_stats, batch, hp, rngs, *, prepro
   `preprocess=False` takes the model's inputs as they are instead (the float NTHWC clips and
   heatmaps of the interchange format: `tools/step_check.py`).
   With `mix_rng` and mixing configured (`mixing.enabled`), the model's inputs are mixed by one
-  draw from it and the losses are those of the mixed targets.
+  draw from it and the losses are those of the mixed targets; a network with `input_losses`
+  (UMDRFusion) mixes each input with a draw of its own and trains each input's loss terms on its
+  own mixed targets, as train_fusion.py.
   """
   if preprocess:
     keys = clips.FUSION_KEYS if layouts.is_fusion(config) else clips.UNIMODAL_KEYS
     batch = on_device.model_inputs(batch, keys, w=int(config.model.w), dtype=build.compute_dtype(config))
   kind = build.network(config)
   inputs = [batch[k] for k in kind.input_keys]
-  mix = None
+  mixes = None
   if mix_rng is not None and mixing.enabled(config):
-    mix = mixing.draw(config, mix_rng, inputs[0].shape)
-    inputs = [mixing.blend(x, mix) for x in inputs]
+    if kind.input_losses is None:  # one draw for the batch: every input mixed alike, one target
+      mixes = [mixing.draw(config, mix_rng, inputs[0].shape)] * len(inputs)
+    else:                          # each input its own draw and targets (train_fusion.py)
+      mixes = [mixing.draw(config, k, x.shape) for k, x in zip(jax.random.split(mix_rng, len(inputs)), inputs)]
+    inputs = [mixing.blend(x, mix) for x, mix in zip(inputs, mixes)]
   out, mutated = model.apply({'params': params, 'batch_stats': batch_stats}, *inputs,
                              train=True, temp=hp['temp'], rngs=rngs, mutable=['batch_stats'])
   loss_fn = lambda labels: kind.losses(config, out, labels, hp['distill_weight'])
-  losses = loss_fn(batch['label']) if mix is None else mixing.mixed_losses(loss_fn, batch['label'], mix.lam)
+  if mixes is None:
+    losses = loss_fn(batch['label'])
+  elif kind.input_losses is None:
+    losses = mixing.mixed_losses(loss_fn, batch['label'], mixes[0].lam)
+  else:
+    losses = mixing.mixed_input_losses(lambda labels: kind.input_losses(config, out, labels), batch['label'],
+                                       [mix.lam for mix in mixes])
   return losses['total'], (out, losses, mutated.get('batch_stats', batch_stats))
 
 
