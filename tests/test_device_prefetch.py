@@ -22,7 +22,7 @@ def config(tmp_path_factory):
   c.common.data = str(root / 'data')
   c.common.splits = str(root / 'data' / 'dataset_splits' / '@synthetic')
   c.common.num_workers = 0
-  c.dataset.synthetic_videos = (5, 2)
+  c.dataset.synthetic_videos = (5, 5)
   c.dataset.synthetic_frames = (17, 20)
   c.dataset.synthetic_frame_size = c.dataset.resize = (24, 20)
   c.dataset.crop_size = 16
@@ -89,3 +89,23 @@ def test_resume_from_a_saved_position_gives_the_following_batches(config, tmp_pa
 def test_size_must_be_positive(config):
   with pytest.raises(ValueError, match='>= 1'):
     device_prefetch.DevicePrefetch(iter(()), parallel.make_mesh(), ('video',), size=0)
+
+
+def test_a_finite_loader_hands_out_every_batch_then_stops(config):
+  """Evaluation: every batch of the pass, in order, then StopIteration (the buffer drained first)."""
+  def valid():
+    return pipeline.make_loader(config, 'valid', global_batch_size=2, process_index=0, process_count=1)
+  host = valid()
+  expected = list(host)
+  host.close()
+  assert len(expected) >= 2
+  keys = pipeline.batch_keys(config, train=False)
+  it = device_prefetch.DevicePrefetch(valid(), parallel.make_mesh(), keys, size=3)
+  got = [jax.device_get(b) for b in it]
+  with pytest.raises(StopIteration):
+    next(it)
+  it.close()
+  assert len(got) == len(expected)
+  for g, e in zip(got, expected):
+    for key in keys:
+      np.testing.assert_array_equal(g[key], e[key])

@@ -1,6 +1,6 @@
 """Batches on the device ahead of the step that reads them.
 
-The training loop takes its batches from `DevicePrefetch`: each host batch (uint8 clips, labels) is
+The training loop and the evaluation pass take their batches from `DevicePrefetch`: each host batch (uint8 clips, labels) is
 turned into global arrays sharded over the mesh (`parallel.shard_batch`, an asynchronous host-to-device
 copy) `size - 1` steps before the step that reads it, so the copy runs while the previous steps
 compute and the step never waits on it.
@@ -38,8 +38,13 @@ class DevicePrefetch(grain.DatasetIterator):
 
   def __next__(self) -> dict[str, jax.Array]:
     while len(self._buffer) < self._size:
-      batch = next(self._host)
+      try:
+        batch = next(self._host)
+      except StopIteration:  # a finite loader (evaluation): hand out what is buffered, then stop
+        break
       self._buffer.append(parallel.shard_batch({k: batch[k] for k in self._keys}, self._mesh))
+    if not self._buffer:
+      raise StopIteration
     return self._buffer.popleft()
 
   def get_state(self) -> dict:

@@ -38,6 +38,7 @@ from rgbd_jax.models import build
 from rgbd_jax.models import losses as losses_lib
 from rgbd_jax.models.build import build_model, sharpness_temperature
 from rgbd_jax.models.ops import compile as compile_options
+from rgbd_jax.train import device_prefetch
 from rgbd_jax.train import metrics as metrics_lib
 from rgbd_jax.train import steps
 
@@ -66,14 +67,25 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh,
   hp = steps.hparams(temp, 0.0)
   bar = tqdm.tqdm(total=n_steps, desc='evaluate', leave=False, dynamic_ncols=True,
                   disable=not progress or jax.process_index() != 0)
-  batches = loader(config, 'valid', global_batch, shuffle=False)
+  # batches on the device one step ahead; each step's results are fetched after the next step is
+  # dispatched, so the device does not wait for the host between batches
+  batches = device_prefetch.DevicePrefetch(loader(config, 'valid', global_batch, shuffle=False), mesh, keys)
+
+  def collect(out):
+    out = parallel.to_host(out)
+    acc.add(out, out['label'], out['mask'], out['index'])
+    bar.update(1)
   try:
+    pending = None
     for batch in batches:
       if should_stop is not None and should_stop():
         return None
-      out = parallel.to_host(eval_fn(variables, parallel.shard_batch({k: batch[k] for k in keys}, mesh), hp))
-      acc.add(out, out['label'], out['mask'], out['index'])
-      bar.update(1)
+      out = eval_fn(variables, batch, hp)
+      if pending is not None:
+        collect(pending)
+      pending = out
+    if pending is not None:
+      collect(pending)
   finally:
     bar.close()
     batches.close()
