@@ -18,15 +18,19 @@ from conftest import GoldenCase, load_config_file
 from rgbd_jax.models import losses as losses_lib
 from rgbd_jax.tools import crosscheck
 
-CONFIG_FILES = {'NTU.yml': 'configs/umdr_ntu.py', 'NvGesture.yml': 'configs/umdr_nvgesture.py'}
+CONFIG_FILES = {'NTU.yml': 'configs/umdr_ntu.py', 'NvGesture.yml': 'configs/umdr_nvgesture.py',
+                'THU.yml': 'configs/umdr_thu_read.py', 'IsoGD.yml': 'configs/umdr_isogd.py'}
+# Cases of our own, made as the shared fixtures were (generate_umdr.py --custom, the original's code):
+# other datasets' configs, sample durations, intar_fatcer, sizes, seeds and epochs (tests/golden/umdr_ours).
+OUR_CASES = ('umdr_dsnv2_thu_t16', 'umdr_dsnv2_ntu_t16_if4_s96')
 OVERRIDES = ('sample_duration', 'intar_fatcer', 'num_classes', 'scc_depth', 'tcc_depth')
 
 
 class UmdrCase(GoldenCase):
   """A fixture of tests/golden/umdr: the journal's layouts, inputs and checkpoints."""
 
-  def __init__(self, name: str):
-    super().__init__(f'umdr/{name}')
+  def __init__(self, name: str, folder: str = 'umdr'):
+    super().__init__(f'{folder}/{name}')
     self.short = name
 
   @property
@@ -105,9 +109,10 @@ def _table(errors, failed):
   return '\n'.join(f'  {k:34s} {e:.3e}{"  FAIL" if k in failed else ""}' for k, e in errors.items())
 
 
-@pytest.mark.parametrize('name', ('umdr_dsnv2_ntu_t32', 'umdr_dsnv2_nv_t64', 'umdr_fusion_ntu_t32'))
+@pytest.mark.parametrize('name', ('umdr_dsnv2_ntu_t32', 'umdr_dsnv2_nv_t64', 'umdr_fusion_ntu_t32')
+                         + tuple(f'umdr_ours/{n}' for n in OUR_CASES))
 def test_golden_outputs(name, tmp_path):
-  case = UmdrCase(name)
+  case = UmdrCase(*reversed(name.split('/'))) if '/' in name else UmdrCase(name)
   paths = case.write_checkpoints(tmp_path)
   expected = case.expected()
 
