@@ -109,3 +109,18 @@ def test_a_finite_loader_hands_out_every_batch_then_stops(config):
   for g, e in zip(got, expected):
     for key in keys:
       np.testing.assert_array_equal(g[key], e[key])
+
+
+def test_host_results_fetch_each_step_after_the_next_is_dispatched_and_stop_before_a_batch():
+  from rgbd_jax.train import evaluation
+  events = []
+
+  def step(batch):
+    events.append(('step', batch['k']))
+    return {'k': np.asarray(batch['k'])}
+  for out in evaluation.host_results(({'k': k} for k in range(3)), step):
+    events.append(('got', int(out['k'])))
+  assert events == [('step', 0), ('step', 1), ('got', 0), ('step', 2), ('got', 1), ('got', 2)]
+  stops = iter([False, False, True])
+  with pytest.raises(evaluation._Stopped):  # pylint: disable=protected-access
+    list(evaluation.host_results(({'k': k} for k in range(3)), step, lambda: next(stops)))

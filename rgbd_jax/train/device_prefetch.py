@@ -25,13 +25,16 @@ DEFAULT_SIZE = 2
 
 
 class DevicePrefetch(grain.DatasetIterator):
-  """Wraps a host batch iterator (rgbd_jax.data.pipeline.BatchIterator); yields dicts of the `keys`
-  as global jax arrays sharded on the mesh's 'data' axis."""
+  """Wraps a host batch iterator (rgbd_jax.data.pipeline.BatchIterator, or any iterator of dicts of
+  arrays); yields dicts of the `keys` (None: every key) as global jax arrays sharded on the mesh's
+  'data' axis."""
 
-  def __init__(self, host: Any, mesh: jax.sharding.Mesh, keys: Sequence[str], size: int = DEFAULT_SIZE):
+  def __init__(self, host: Any, mesh: jax.sharding.Mesh, keys: Sequence[str] | None = None,
+               size: int = DEFAULT_SIZE):
     super().__init__()
     self._buffer: collections.deque = collections.deque()
-    self._host, self._mesh, self._keys, self._size = host, mesh, tuple(keys), int(size)
+    self._host, self._mesh, self._size = host, mesh, int(size)
+    self._keys = None if keys is None else tuple(keys)
     if self._size < 1:
       self._host = None
       raise ValueError(f'device prefetch size must be >= 1, got {size}')
@@ -42,7 +45,8 @@ class DevicePrefetch(grain.DatasetIterator):
         batch = next(self._host)
       except StopIteration:  # a finite loader (evaluation): hand out what is buffered, then stop
         break
-      self._buffer.append(parallel.shard_batch({k: batch[k] for k in self._keys}, self._mesh))
+      keys = batch if self._keys is None else self._keys
+      self._buffer.append(parallel.shard_batch({k: batch[k] for k in keys}, self._mesh))
     if not self._buffer:
       raise StopIteration
     return self._buffer.popleft()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import functools
 import math
@@ -67,29 +67,39 @@ def evaluate(config: ml_collections.ConfigDict, variables: dict[str, Any], mesh,
   hp = steps.hparams(temp, 0.0)
   bar = tqdm.tqdm(total=n_steps, desc='evaluate', leave=False, dynamic_ncols=True,
                   disable=not progress or jax.process_index() != 0)
-  # batches on the device one step ahead; each step's results are fetched after the next step is
-  # dispatched, so the device does not wait for the host between batches
   batches = device_prefetch.DevicePrefetch(loader(config, 'valid', global_batch, shuffle=False), mesh, keys)
-
-  def collect(out):
-    out = parallel.to_host(out)
-    acc.add(out, out['label'], out['mask'], out['index'])
-    bar.update(1)
   try:
-    pending = None
-    for batch in batches:
-      if should_stop is not None and should_stop():
-        return None
-      out = eval_fn(variables, batch, hp)
-      if pending is not None:
-        collect(pending)
-      pending = out
-    if pending is not None:
-      collect(pending)
+    for out in host_results(batches, lambda batch: eval_fn(variables, batch, hp), should_stop):
+      acc.add(out, out['label'], out['mask'], out['index'])
+      bar.update(1)
+  except _Stopped:
+    return None
   finally:
     bar.close()
     batches.close()
   return acc.result(), acc.arrays()
+
+
+class _Stopped(Exception):
+  """`should_stop()` turned True before a batch of the pass."""
+
+
+def host_results(batches: Iterable[dict[str, jax.Array]], step: Callable[[dict[str, jax.Array]], Any],
+                 should_stop: Callable[[], bool] | None = None) -> Iterator[Any]:
+  """`step(batch)` of each device batch, on the host, in order. Each step's results are fetched once
+  the next step is dispatched, so the device does not wait for the host between batches (with
+  `DevicePrefetch`, the next batch is on the device already). Raises `_Stopped` when `should_stop()`
+  is True before a batch."""
+  pending = None
+  for batch in batches:
+    if should_stop is not None and should_stop():
+      raise _Stopped
+    out = step(batch)
+    if pending is not None:
+      yield parallel.to_host(pending)
+    pending = out
+  if pending is not None:
+    yield parallel.to_host(pending)
 
 
 def named_logits_step(variables: dict[str, Any], batch: dict[str, jax.Array], hp: dict[str, Any], *,
@@ -201,8 +211,8 @@ def evaluate_views(config: ml_collections.ConfigDict, variables: dict[str, Any],
   local_batch = parallel.local_batch_size(config.common.test_batch_size, mesh)
   make = _ViewBatches(config, source, views, global_batch, local_batch)
   threads = max(1, int(config.common.prefetch))
-  batches = grain.MapDataset.range(len(make)).map(make).to_iter_dataset(
-      grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
+  batches = device_prefetch.DevicePrefetch(iter(grain.MapDataset.range(len(make)).map(make).to_iter_dataset(
+      grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))), mesh)
   hp = steps.hparams(temp, 0.0)
   n = len(source.records)
   middle = middle_view(views)
@@ -213,8 +223,7 @@ def evaluate_views(config: ml_collections.ConfigDict, variables: dict[str, Any],
   bar = tqdm.tqdm(total=len(make), desc=f'evaluate {views} views', leave=False, dynamic_ncols=True,
                   disable=not progress or jax.process_index() != 0)
   try:
-    for batch in batches:
-      out = parallel.to_host(logits_fn(variables, parallel.shard_batch(batch, mesh), hp))
+    for out in host_results(batches, lambda batch: logits_fn(variables, batch, hp)):
       keep = np.asarray(out['mask'], bool)
       items = np.asarray(out['index'])[keep]
       videos = items // len(views)
@@ -230,6 +239,7 @@ def evaluate_views(config: ml_collections.ConfigDict, variables: dict[str, Any],
       bar.update(1)
   finally:
     bar.close()
+    batches.close()
   done = seen > 0
   if not done.any():
     raise ValueError('the multi-view evaluation loaded no video')
